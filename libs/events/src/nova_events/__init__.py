@@ -1,0 +1,40 @@
+"""The versioned event contract shared by every Nova service."""
+
+from .audio import (
+    AUDIO_EVENTS,
+    AUDIO_FILE,
+    AudioCreated,
+    AudioDeleted,
+    AudioProcessingCompleted,
+    AudioProcessingFailed,
+    AudioProcessingStarted,
+    DomainEvent,
+    Segment,
+    TranscriptionCompleted,
+)
+from .envelope import EventEnvelope, EventMetadata
+from .registry import UnknownEventError, decode_payload, encode_payload, model_for
+from .serialization import dumps, loads
+from .topics import AUDIO_EVENTS_TOPIC
+
+__all__ = [
+    "AUDIO_EVENTS",
+    "AUDIO_EVENTS_TOPIC",
+    "AUDIO_FILE",
+    "AudioCreated",
+    "AudioDeleted",
+    "AudioProcessingCompleted",
+    "AudioProcessingFailed",
+    "AudioProcessingStarted",
+    "DomainEvent",
+    "EventEnvelope",
+    "EventMetadata",
+    "Segment",
+    "TranscriptionCompleted",
+    "UnknownEventError",
+    "decode_payload",
+    "dumps",
+    "encode_payload",
+    "loads",
+    "model_for",
+]

@@ -1,0 +1,1 @@
+"""Settings, logging, resources and backend helpers shared by Nova services."""

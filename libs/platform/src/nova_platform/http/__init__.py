@@ -1,0 +1,1 @@
+"""FastAPI pieces shared by the command and query APIs."""

@@ -1,0 +1,186 @@
+"""Nova's tables, bucket, topics and index, and an idempotent way to create them.
+
+The layouts are the seed's (section 4): the event store keyed by stream and
+version with `gsi1` on (`event_type`, `occurred_at`) and a stream for the outbox
+relay; the read model keyed by audio id with `gsi1-user-audio` per user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from botocore.exceptions import ClientError
+from opensearchpy import AsyncOpenSearch
+
+from .aws import client_kwargs, session
+from .settings import NovaSettings
+
+logger = logging.getLogger(__name__)
+
+EVENTS_TOPIC_PARTITIONS = 6
+
+_STRING_KEYS = ("pk", "sk", "gsi1pk", "gsi1sk")
+
+
+def _keyed_table(name: str, gsi_name: str, *, stream: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": key, "AttributeType": "S"} for key in _STRING_KEYS
+        ],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": gsi_name,
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    }
+    if stream:
+        spec["StreamSpecification"] = {
+            "StreamEnabled": True,
+            "StreamViewType": "NEW_IMAGE",
+        }
+    return spec
+
+
+def event_store_table(settings: NovaSettings) -> dict[str, Any]:
+    return _keyed_table(settings.event_store_table, "gsi1", stream=True)
+
+
+def read_model_table(settings: NovaSettings) -> dict[str, Any]:
+    return _keyed_table(settings.read_model_table, "gsi1-user-audio", stream=False)
+
+
+def outbox_checkpoint_table(settings: NovaSettings) -> dict[str, Any]:
+    return {
+        "TableName": settings.outbox_checkpoint_table,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+    }
+
+
+def search_index_body() -> dict[str, Any]:
+    """Settings and explicit mappings of the transcript index.
+
+    The transcript is analysed twice: `english` for stemming and `cjk` bigrams,
+    because the standard analyzer cannot split Japanese text into words.
+    """
+    transcript = {
+        "type": "text",
+        "analyzer": "english",
+        "fields": {"cjk": {"type": "text", "analyzer": "cjk"}},
+    }
+    return {
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "audio_id": {"type": "keyword"},
+                "user_id": {"type": "keyword"},
+                "status": {"type": "keyword"},
+                "language": {"type": "keyword"},
+                "title": {
+                    "type": "text",
+                    "fields": {"cjk": {"type": "text", "analyzer": "cjk"}},
+                },
+                "transcription": transcript,
+                "confidence": {"type": "float"},
+                "created_at": {"type": "date"},
+                "updated_at": {"type": "date"},
+                "completed_at": {"type": "date"},
+                "version": {"type": "long"},
+            },
+        },
+    }
+
+
+async def ensure_tables(settings: NovaSettings) -> None:
+    """Create the DynamoDB tables that do not exist yet and wait until active."""
+    specs = (
+        event_store_table(settings),
+        read_model_table(settings),
+        outbox_checkpoint_table(settings),
+    )
+    async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+        for spec in specs:
+            try:
+                await ddb.create_table(**spec)
+                logger.info("created table", extra={"table": spec["TableName"]})
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceInUseException":
+                    raise
+            waiter = ddb.get_waiter("table_exists")
+            await waiter.wait(
+                TableName=spec["TableName"],
+                WaiterConfig={"Delay": 1, "MaxAttempts": 60},
+            )
+
+
+async def ensure_bucket(settings: NovaSettings) -> None:
+    async with session().client("s3", **client_kwargs(settings)) as s3:
+        try:
+            await s3.create_bucket(Bucket=settings.audio_bucket)
+            logger.info("created bucket", extra={"bucket": settings.audio_bucket})
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+
+async def ensure_topics(settings: NovaSettings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        topic = NewTopic(
+            name=settings.events_topic,
+            num_partitions=EVENTS_TOPIC_PARTITIONS,
+            replication_factor=1,
+            topic_configs={"min.insync.replicas": "1"},
+        )
+        try:
+            await admin.create_topics([topic])
+            logger.info("created topic", extra={"topic": settings.events_topic})
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        await admin.close()
+
+
+async def ensure_search_index(settings: NovaSettings) -> None:
+    """Create `<alias>-v1` with the mappings and point the alias at it."""
+    alias = settings.search_alias
+    client = AsyncOpenSearch(hosts=[settings.opensearch_url])
+    try:
+        if await client.indices.exists_alias(name=alias):
+            return
+        index = f"{alias}-v1"
+        if not await client.indices.exists(index=index):
+            await client.indices.create(index=index, body=search_index_body())
+            logger.info("created index", extra={"index": index})
+        await client.indices.put_alias(index=index, name=alias)
+    finally:
+        await client.close()
+
+
+async def ensure_all(settings: NovaSettings) -> None:
+    """Everything Nova needs, created if missing; safe to run again."""
+    await asyncio.gather(
+        ensure_tables(settings),
+        ensure_bucket(settings),
+        ensure_topics(settings),
+        ensure_search_index(settings),
+    )

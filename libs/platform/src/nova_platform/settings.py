@@ -1,0 +1,65 @@
+"""Settings every service shares, read from `NOVA_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nova_events import AUDIO_EVENTS_TOPIC
+
+
+class NovaSettings(BaseSettings):
+    """Endpoints of the backends and the names of Nova's resources.
+
+    `resource_suffix` is appended to every table, bucket, topic, index and
+    consumer group name, so test runs and side-by-side stacks do not collide.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    aws_endpoint_url: str | None = Field(
+        default=None, description="moto or LocalStack; unset for real AWS"
+    )
+    aws_region: str = "us-east-1"
+    opensearch_url: str = "http://127.0.0.1:9200"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    resource_suffix: str = Field(default="", pattern=r"^[a-z0-9-]*$")
+    log_level: str = "INFO"
+
+    jwt_secret: str | None = Field(
+        default=None, description="HS256 secret (development); or set jwt_jwks_url"
+    )
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    def _named(self, base: str) -> str:
+        return f"{base}-{self.resource_suffix}" if self.resource_suffix else base
+
+    @property
+    def event_store_table(self) -> str:
+        return self._named("nova-event-store")
+
+    @property
+    def read_model_table(self) -> str:
+        return self._named("nova-audio-read-model")
+
+    @property
+    def outbox_checkpoint_table(self) -> str:
+        return self._named("nova-outbox-checkpoint")
+
+    @property
+    def audio_bucket(self) -> str:
+        return self._named("nova-audio")
+
+    @property
+    def events_topic(self) -> str:
+        return self._named(AUDIO_EVENTS_TOPIC)
+
+    @property
+    def search_alias(self) -> str:
+        return self._named("audio-transcriptions")
+
+    def consumer_group(self, service: str) -> str:
+        return self._named(f"nova-{service}")

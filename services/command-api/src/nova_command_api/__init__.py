@@ -1,0 +1,1 @@
+"""Nova command side: REST commands, the event store and the outbox relay."""

@@ -1,0 +1,191 @@
+"""The event store on DynamoDB, in the seed's `nova-event-store` layout.
+
+Appends are enforced by the database, not by a read before the write: each
+event item is written with `attribute_not_exists(pk)`, so of two writers that
+claim the same version exactly one succeeds. One event is one conditional
+`PutItem`; several go in one `TransactWriteItems`, all or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import orjson
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from nova_events import DomainEvent, EventEnvelope, EventMetadata
+
+from ..application.ports import ConcurrencyError
+from .envelopes import new_envelopes
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+MAX_TRANSACTION_ITEMS = 100
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def sort_key(version: int) -> str:
+    return f"v{version:010d}"
+
+
+def to_item(envelope: EventEnvelope) -> dict[str, Any]:
+    """The DynamoDB item (seed layout, plus `schema_version`) of an envelope."""
+    occurred_at = envelope.occurred_at.isoformat()
+    item = {
+        "pk": envelope.stream_key,
+        "sk": sort_key(envelope.version),
+        "event_id": str(envelope.event_id),
+        "aggregate_type": envelope.aggregate_type,
+        "aggregate_id": str(envelope.aggregate_id),
+        "event_type": envelope.event_type,
+        "schema_version": envelope.schema_version,
+        "event_data": orjson.dumps(envelope.data).decode(),
+        "metadata": envelope.metadata.model_dump_json(exclude_none=True),
+        "version": envelope.version,
+        "occurred_at": occurred_at,
+        "gsi1pk": envelope.event_type,
+        "gsi1sk": occurred_at,
+    }
+    return {k: _serializer.serialize(v) for k, v in item.items()}
+
+
+def from_item(item: dict[str, Any]) -> EventEnvelope:
+    """The envelope of a stored item, in DynamoDB's typed JSON form."""
+    plain = {k: _deserializer.deserialize(v) for k, v in item.items()}
+    return EventEnvelope(
+        event_id=plain["event_id"],
+        aggregate_type=plain["aggregate_type"],
+        aggregate_id=plain["aggregate_id"],
+        event_type=plain["event_type"],
+        schema_version=int(plain.get("schema_version", 1)),
+        version=int(plain["version"]),
+        occurred_at=plain["occurred_at"],
+        metadata=EventMetadata.model_validate_json(plain["metadata"]),
+        data=orjson.loads(plain["event_data"]),
+    )
+
+
+class DynamoDBEventStore:
+    def __init__(
+        self, client: DynamoDBClient, table_name: str, page_size: int | None = None
+    ) -> None:
+        self._client = client
+        self._table = table_name
+        self._page_size = page_size
+
+    async def append_events(
+        self,
+        aggregate_type: str,
+        aggregate_id: UUID,
+        events: Sequence[DomainEvent],
+        expected_version: int,
+        metadata: EventMetadata,
+    ) -> list[EventEnvelope]:
+        envelopes = new_envelopes(
+            aggregate_type, aggregate_id, events, expected_version, metadata
+        )
+        if len(envelopes) > MAX_TRANSACTION_ITEMS:
+            raise ValueError(
+                f"one commit holds at most {MAX_TRANSACTION_ITEMS} events, "
+                f"got {len(envelopes)}"
+            )
+        condition = "attribute_not_exists(pk)"
+        try:
+            if len(envelopes) == 1:
+                await self._client.put_item(
+                    TableName=self._table,
+                    Item=to_item(envelopes[0]),
+                    ConditionExpression=condition,
+                )
+            else:
+                await self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": to_item(e),
+                                "ConditionExpression": condition,
+                            }
+                        }
+                        for e in envelopes
+                    ]
+                )
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code not in (
+                "ConditionalCheckFailedException",
+                "TransactionCanceledException",
+            ):
+                raise
+            stream = envelopes[0].stream_key
+            actual = await self._current_version(stream)
+            raise ConcurrencyError(stream, expected_version, actual) from exc
+        return envelopes
+
+    async def get_events(
+        self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
+    ) -> list[EventEnvelope]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND sk >= :sk",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": f"{aggregate_type}#{aggregate_id}"},
+                ":sk": {"S": sort_key(max(from_version, 1))},
+            },
+            "ConsistentRead": True,
+        }
+        if self._page_size:
+            query["Limit"] = self._page_size
+        return [from_item(item) async for item in self._paginate(query)]
+
+    async def get_events_by_type(
+        self, event_type: str, from_time: datetime | None = None, limit: int = 100
+    ) -> list[EventEnvelope]:
+        condition = "gsi1pk = :t"
+        values: dict[str, Any] = {":t": {"S": event_type}}
+        if from_time is not None:
+            condition += " AND gsi1sk >= :from"
+            values[":from"] = {"S": from_time.isoformat()}
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "Limit": min(limit, self._page_size or limit),
+        }
+        found: list[EventEnvelope] = []
+        async for item in self._paginate(query):
+            found.append(from_item(item))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def _paginate(self, query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            page = await self._client.query(**query)
+            for item in page.get("Items", []):
+                yield item
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            query = {**query, "ExclusiveStartKey": last}
+
+    async def _current_version(self, stream: str) -> int:
+        page = await self._client.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": stream}},
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+            ProjectionExpression="version",
+        )
+        items = page.get("Items", [])
+        return int(items[0]["version"]["N"]) if items else 0

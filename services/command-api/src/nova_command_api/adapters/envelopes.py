@@ -1,0 +1,36 @@
+"""Builds the envelopes of a commit: consecutive versions, one timestamp."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+from nova_events import DomainEvent, EventEnvelope, EventMetadata, encode_payload
+
+
+def new_envelopes(
+    aggregate_type: str,
+    aggregate_id: UUID,
+    events: Sequence[DomainEvent],
+    expected_version: int,
+    metadata: EventMetadata,
+) -> list[EventEnvelope]:
+    if not events:
+        raise ValueError("append_events needs at least one event")
+    if expected_version < 0:
+        raise ValueError(f"expected_version must be >= 0, got {expected_version}")
+    occurred_at = datetime.now(UTC)
+    return [
+        EventEnvelope(
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            event_type=event.event_type(),
+            schema_version=event.schema_version,
+            version=expected_version + offset,
+            occurred_at=occurred_at,
+            metadata=metadata,
+            data=encode_payload(event),
+        )
+        for offset, event in enumerate(events, start=1)
+    ]

@@ -1,0 +1,16 @@
+"""Settings of the command API and the outbox relay."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from nova_platform.settings import NovaSettings
+
+
+class CommandApiSettings(NovaSettings):
+    model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
+
+    http_host: str = "0.0.0.0"
+    http_port: int = 8001
+    relay_health_port: int = 8010
+    relay_poll_interval_s: float = 0.2

@@ -1,0 +1,1 @@
+"""Tells external systems about Nova events."""

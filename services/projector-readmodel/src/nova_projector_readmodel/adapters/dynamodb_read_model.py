@@ -1,0 +1,101 @@
+"""Writes read-model changes to `nova-audio-read-model`, conditional on version."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
+
+from ..application.projection import ItemChange
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+logger = logging.getLogger(__name__)
+_serializer = TypeSerializer()
+
+
+class ProjectionGapError(Exception):
+    """Raised when an event arrives before the one it follows was applied.
+
+    The batch is retried; the missing event is still ahead in the topic or
+    being redelivered.
+    """
+
+
+def _plain_decimals(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _plain_decimals(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_decimals(v) for v in value]
+    return value
+
+
+class DynamoDBReadModel:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    async def apply(self, change: ItemChange) -> bool:
+        """Apply `change` once; returns False when it was already applied."""
+        key = {"pk": {"S": f"AUDIO#{change.audio_id}"}, "sk": {"S": "METADATA"}}
+        values = {k: v for k, v in change.set.items() if v is not None}
+        names = {f"#a{i}": k for i, k in enumerate(values)}
+        attr_values = {
+            f":a{i}": _serializer.serialize(_plain_decimals(v))
+            for i, v in enumerate(values.values())
+        }
+        assignments = [f"#a{i} = :a{i}" for i in range(len(values))]
+        names["#version"] = "version"
+        attr_values[":version"] = {"N": str(change.version)}
+        assignments.append("#version = :version")
+        expression = "SET " + ", ".join(assignments)
+        if change.remove:
+            removed = {f"#r{i}": k for i, k in enumerate(change.remove)}
+            names.update(removed)
+            expression += " REMOVE " + ", ".join(removed)
+        if change.create:
+            condition = "attribute_not_exists(pk)"
+        else:
+            condition = "#version = :previous"
+            attr_values[":previous"] = {"N": str(change.version - 1)}
+        try:
+            await self._client.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attr_values,
+            )
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        stored = await self._stored_version(key)
+        if stored is not None and stored >= change.version:
+            logger.info(
+                "duplicate event ignored",
+                extra={"audio_id": change.audio_id, "version": change.version},
+            )
+            return False
+        raise ProjectionGapError(
+            f"audio {change.audio_id}: event version {change.version} arrived but the "
+            f"read model is at {stored}; waiting for the missing events"
+        )
+
+    async def _stored_version(self, key: dict[str, Any]) -> int | None:
+        item = await self._client.get_item(
+            TableName=self._table,
+            Key=key,
+            ConsistentRead=True,
+            ProjectionExpression="#v",
+            ExpressionAttributeNames={"#v": "version"},
+        )
+        found = item.get("Item")
+        return int(found["version"]["N"]) if found and "version" in found else None

@@ -1,0 +1,64 @@
+"""`nova-projector-readmodel`: keeps `nova-audio-read-model` up to date."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import uvicorn
+from faststream.asgi import AsgiFastStream
+from pydantic_settings import SettingsConfigDict
+
+from nova_platform.aws import client_kwargs, session
+from nova_platform.consumer import build_consumer_app
+from nova_platform.logging import configure_logging
+from nova_platform.settings import NovaSettings
+
+from ..adapters.dynamodb_read_model import DynamoDBReadModel
+from ..application.projector import ReadModelProjector
+
+SERVICE = "projector-readmodel"
+
+
+class ProjectorSettings(NovaSettings):
+    model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
+
+    http_host: str = "0.0.0.0"
+    http_port: int = 8011
+
+
+def create_app(settings: ProjectorSettings) -> AsgiFastStream:
+    stack = AsyncExitStack()
+    projector: ReadModelProjector | None = None
+
+    async def start() -> None:
+        nonlocal projector
+        ddb = await stack.enter_async_context(
+            session().client("dynamodb", **client_kwargs(settings))
+        )
+        projector = ReadModelProjector(
+            DynamoDBReadModel(ddb, settings.read_model_table)
+        )
+
+    async def handle(envelopes):  # type: ignore[no-untyped-def]
+        assert projector is not None, "the projector starts before the consumer"
+        await projector.project(envelopes)
+
+    return build_consumer_app(
+        settings,
+        service=SERVICE,
+        handle_batch=handle,
+        on_startup=[start],
+        on_shutdown=[stack.aclose],
+    )
+
+
+def main() -> None:
+    settings = ProjectorSettings()
+    configure_logging(SERVICE, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+    )

@@ -1,0 +1,1 @@
+"""Projects Nova events into the OpenSearch transcript index."""

@@ -1,0 +1,51 @@
+"""How each event changes a transcript document of the search index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nova_events import (
+    AudioCreated,
+    AudioDeleted,
+    AudioProcessingCompleted,
+    AudioProcessingFailed,
+    AudioProcessingStarted,
+    DomainEvent,
+    EventEnvelope,
+    TranscriptionCompleted,
+)
+
+Document = dict[str, Any]
+
+
+def apply_event(
+    doc: Document | None, envelope: EventEnvelope, event: DomainEvent
+) -> Document | None:
+    """The document after `event`; None when the audio was erased."""
+    at = envelope.occurred_at.isoformat()
+    if isinstance(event, AudioDeleted):
+        return None
+    current: Document = dict(doc or {"audio_id": str(event.audio_id)})
+    current["version"] = envelope.version
+    current["updated_at"] = at
+    match event:
+        case AudioCreated():
+            current.update(
+                user_id=str(event.user_id),
+                status="pending",
+                created_at=at,
+                title=event.metadata.get("title"),
+            )
+        case AudioProcessingStarted():
+            current.update(status="processing", language=event.language)
+        case TranscriptionCompleted():
+            current.update(
+                transcription=event.text,
+                confidence=event.confidence,
+                language=event.language,
+            )
+        case AudioProcessingCompleted():
+            current.update(status="completed", completed_at=at)
+        case AudioProcessingFailed():
+            current.update(status="failed")
+    return {k: v for k, v in current.items() if v is not None}

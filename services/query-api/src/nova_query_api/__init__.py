@@ -1,0 +1,1 @@
+"""Nova query side: REST and gRPC reads of the projections."""

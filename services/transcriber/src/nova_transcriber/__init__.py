@@ -1,0 +1,1 @@
+"""Runs speech-to-text for Nova audio files."""
