@@ -1033,7 +1033,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="stack.py",
-        description="Install, start, check and stop Nova's local backends.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "command", choices=["install", "start", "stop", "status", "env", "clean"]

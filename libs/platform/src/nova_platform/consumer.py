@@ -50,6 +50,12 @@ def decode_records(records: Sequence[Any]) -> list[EventEnvelope]:
     return envelopes
 
 
+async def _raw(message: Any) -> Any:
+    # Records are decoded (and validated) by `decode_records`, once, not by
+    # FastStream's JSON decoding.
+    return None
+
+
 def build_consumer_app(
     settings: NovaSettings,
     *,
@@ -63,7 +69,12 @@ def build_consumer_app(
 
     It serves `/healthz` and `/readyz` (the broker answers) beside the consumer.
     """
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"nova-{service}")
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"nova-{service}",
+        logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,
+    )
     failures = 0
 
     @broker.subscriber(
@@ -74,8 +85,9 @@ def build_consumer_app(
         batch_timeout_ms=100,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
+        decoder=_raw,
     )
-    async def on_batch(body: list[bytes], message: KafkaMessage) -> None:
+    async def on_batch(body: Any, message: KafkaMessage) -> None:
         nonlocal failures
         records = message.raw_message
         batch = records if isinstance(records, tuple) else (records,)
@@ -99,6 +111,7 @@ def build_consumer_app(
     ping = make_ping_asgi(broker, timeout=5.0, include_in_schema=False)
     return AsgiFastStream(
         broker,
+        logger=logging.getLogger("faststream"),
         asgi_routes=[("/healthz", ping), ("/readyz", ping)],
         on_startup=list(on_startup),
         after_shutdown=list(on_shutdown),

@@ -1,0 +1,133 @@
+"""One command through every layer, with each service a separate process.
+
+POST /commands/audio -> nova-event-store -> relay -> Kafka -> both projectors ->
+GET /queries/audio/{id}, and the document in OpenSearch.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from opensearchpy import AsyncOpenSearch
+
+from nova_events import loads
+from nova_platform.auth.dev_token import issue
+from nova_platform.settings import NovaSettings
+
+from ..backends import ROOT, Backends
+from ..conftest import JWT_SECRET
+from ..kafka_reader import read_topic
+from ..waiting import eventually
+
+sys.path.insert(0, str(ROOT / "deploy" / "local"))
+from processes import (
+    SERVICES,
+    RunningService,
+    start_services,
+    stop_services,
+    wait_healthy,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def services(
+    settings: NovaSettings, backends: Backends, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, RunningService]]:
+    env = {
+        **backends.env(),
+        "NOVA_RESOURCE_SUFFIX": settings.resource_suffix,
+        "NOVA_JWT_SECRET": JWT_SECRET,
+        "NOVA_RELAY_POLL_INTERVAL_S": "0.05",
+    }
+    ports = {s.name: free_port() for s in SERVICES}
+    logs = tmp_path_factory.mktemp("service-logs")
+    running = start_services(Path(sys.executable).parent, env, logs, ports)
+    try:
+        wait_healthy(running, timeout=120)
+        yield {r.service.name: r for r in running}
+    finally:
+        stop_services(running)
+        for item in running:
+            sys.stderr.write(
+                f"--- {item.service.name} log tail ---\n{item.log_tail(15)}\n"
+            )
+
+
+async def test_created_audio_is_visible_everywhere(
+    services: dict[str, RunningService], settings: NovaSettings
+) -> None:
+    user = uuid4()
+    headers = {
+        "Authorization": f"Bearer {issue(user, 'audio:read audio:write', JWT_SECRET)}"
+    }
+    command_api = services["command-api"].url
+    query_api = services["query-api"].url
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        created = await http.post(
+            f"{command_api}/commands/audio",
+            json={"s3_key": f"audio/{user}/hello.wav", "metadata": {"title": "Hello"}},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        audio_id = created.json()["audio_id"]
+
+        async def read_model() -> dict[str, Any] | None:
+            response = await http.get(
+                f"{query_api}/queries/audio/{audio_id}", headers=headers
+            )
+            return response.json() if response.status_code == 200 else None
+
+        audio = await eventually(read_model, what="the audio in query-api")
+
+        stranger = {
+            "Authorization": f"Bearer {issue(uuid4(), 'audio:read', JWT_SECRET)}"
+        }
+        hidden = await http.get(
+            f"{query_api}/queries/audio/{audio_id}", headers=stranger
+        )
+
+    assert audio["audio_id"] == audio_id
+    assert audio["user_id"] == str(user)
+    assert audio["status"] == "pending"
+    assert audio["title"] == "Hello"
+    assert audio["version"] == 1
+    assert hidden.status_code == 404
+    assert hidden.headers["content-type"] == "application/problem+json"
+
+    records = await read_topic(settings, until=1)
+    envelopes = [loads(r.value) for r in records]
+    assert [e.event_type for e in envelopes if e.aggregate_id == UUID(audio_id)] == [
+        "AudioCreated"
+    ]
+
+    search = AsyncOpenSearch(hosts=[settings.opensearch_url])
+    try:
+
+        async def indexed() -> dict[str, Any] | None:
+            response = await search.get(
+                index=settings.search_alias, id=audio_id, ignore=[404]
+            )
+            return response if response.get("found") else None
+
+        document = await eventually(indexed, what="the document in OpenSearch")
+    finally:
+        await search.close()
+    assert document["_version"] == 1
+    assert document["_source"]["user_id"] == str(user)
+    assert document["_source"]["status"] == "pending"
