@@ -46,7 +46,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def services(
-    settings: NovaSettings, backends: Backends, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    settings: NovaSettings,
+    backends: Backends,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, RunningService]]:
     env = {
         **backends.env(),
@@ -62,7 +65,7 @@ def services(
         yield {r.service.name: r for r in running}
     finally:
         stop_services(running)
-        for item in running:
+        for item in running if request.session.testsfailed else ():
             sys.stderr.write(
                 f"--- {item.service.name} log tail ---\n{item.log_tail(15)}\n"
             )
