@@ -9,7 +9,9 @@ STACK := $(PYTHON) deploy/local/stack.py
 PACKAGES := libs/events libs/platform $(wildcard services/*)
 PACKAGE_NAMES := $(foreach p,$(PACKAGES),$(shell sed -n 's/^name = "\(.*\)"/\1/p' $(p)/pyproject.toml))
 STAMP := $(VENV)/.installed
-USER ?= 00000000-0000-4000-8000-000000000001
+# `USER` is also the login name in most shells: only a USER given on the make
+# command line names the token's user.
+TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),00000000-0000-4000-8000-000000000001)
 SCOPES ?= audio:read audio:write
 
 .PHONY: help
@@ -65,4 +67,4 @@ run: install ## Start the stack and every service; Ctrl-C stops it all
 
 .PHONY: token
 token: $(STAMP) ## Print a development JWT (USER=<uuid> SCOPES="audio:read audio:write")
-	@$(BIN)/python -m nova_platform.auth.dev_token --user "$(USER)" --scopes "$(SCOPES)"
+	@$(BIN)/python -m nova_platform.auth.dev_token --user "$(TOKEN_USER)" --scopes "$(SCOPES)"
