@@ -14,10 +14,11 @@ from pathlib import Path
 
 from processes import start_services, stop_services, wait_healthy
 
+from nova_platform.auth.dev_token import DEV_SECRET
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BIN = Path(sys.executable).parent
-DEV_JWT_SECRET = "nova-dev-secret-change-me"  # noqa: S105 - development only
 
 
 def stack(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,7 +41,7 @@ def main() -> int:
         for line in stack("env").stdout.splitlines()
         if line.startswith("export ")
     )
-    env.setdefault("NOVA_JWT_SECRET", os.environ.get("NOVA_JWT_SECRET", DEV_JWT_SECRET))
+    env.setdefault("NOVA_JWT_SECRET", os.environ.get("NOVA_JWT_SECRET", DEV_SECRET))
     subprocess.run([str(BIN / "nova-init")], env={**os.environ, **env}, check=True)
 
     log_dir = ROOT / ".nova" / "run" / "logs"

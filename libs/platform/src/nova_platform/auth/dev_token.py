@@ -15,7 +15,7 @@ import jwt
 from ..settings import NovaSettings
 
 # Used only when NOVA_JWT_SECRET is unset, i.e. on a developer machine.
-DEV_SECRET = "nova-dev-secret-change-me"  # noqa: S105
+DEV_SECRET = "nova-development-secret-not-for-production"  # noqa: S105
 
 
 def issue(user_id: UUID, scopes: str, secret: str, ttl_s: int = 3600) -> str:
