@@ -19,7 +19,6 @@ def make_producer(settings: NovaSettings, **overrides: object) -> AIOKafkaProduc
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
-        "compression_type": None,
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)

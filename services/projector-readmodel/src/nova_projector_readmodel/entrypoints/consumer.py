@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 import uvicorn
 from faststream.asgi import AsgiFastStream
 from pydantic_settings import SettingsConfigDict
 
+from nova_events import EventEnvelope
 from nova_platform.aws import client_kwargs, session
 from nova_platform.consumer import build_consumer_app
 from nova_platform.logging import configure_logging
@@ -39,8 +41,9 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
             DynamoDBReadModel(ddb, settings.read_model_table)
         )
 
-    async def handle(envelopes):  # type: ignore[no-untyped-def]
-        assert projector is not None, "the projector starts before the consumer"
+    async def handle(envelopes: Sequence[EventEnvelope]) -> None:
+        if projector is None:
+            raise RuntimeError("the read model client is not open yet")
         await projector.project(envelopes)
 
     return build_consumer_app(
