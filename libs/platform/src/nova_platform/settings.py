@@ -26,6 +26,7 @@ class NovaSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     resource_suffix: str = Field(default="", pattern=r"^[a-z0-9-]*$")
     log_level: str = "INFO"
+    http_host: str = "0.0.0.0"
 
     jwt_secret: str | None = Field(
         default=None, description="HS256 secret (development); or set jwt_jwks_url"

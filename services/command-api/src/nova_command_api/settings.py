@@ -10,7 +10,6 @@ from nova_platform.settings import NovaSettings
 class CommandApiSettings(NovaSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
 
-    http_host: str = "0.0.0.0"
     http_port: int = 8001
     relay_health_port: int = 8010
     relay_poll_interval_s: float = 0.2

@@ -10,7 +10,6 @@ from functools import partial
 from typing import Annotated
 from uuid import UUID
 
-import uvicorn
 from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,7 +18,8 @@ from nova_platform.auth import Principal, Scope, TokenVerifier
 from nova_platform.aws import client_kwargs, session
 from nova_platform.http.problems import Forbidden, NotReady, install_problem_handlers
 from nova_platform.http.security import bearer_principal, correlation_middleware
-from nova_platform.logging import configure_logging, correlation_id
+from nova_platform.logging import correlation_id
+from nova_platform.serve import serve
 
 from ..adapters.dynamodb_event_store import DynamoDBEventStore
 from ..application.commands import RegisterAudio
@@ -149,11 +149,4 @@ def create_app(
 
 def main() -> None:
     settings = CommandApiSettings()
-    configure_logging("command-api", settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve("command-api", settings, settings.http_port, create_app)

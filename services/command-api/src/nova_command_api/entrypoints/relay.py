@@ -10,12 +10,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI, Response
 
 from nova_platform.aws import client_kwargs, session
 from nova_platform.kafka import make_producer
-from nova_platform.logging import configure_logging
+from nova_platform.serve import serve
 
 from ..adapters.dynamodb_streams import DynamoDBCheckpoints, DynamoDBStreamFeed
 from ..adapters.kafka_publisher import KafkaPublisher
@@ -65,11 +64,4 @@ def create_app(settings: CommandApiSettings) -> FastAPI:
 
 def main() -> None:
     settings = CommandApiSettings()
-    configure_logging("relay", settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.relay_health_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve("relay", settings, settings.relay_health_port, create_app)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
-import uvicorn
 from faststream.asgi import AsgiFastStream
 from pydantic_settings import SettingsConfigDict
 
 from nova_events import EventEnvelope
 from nova_platform.aws import client_kwargs, session
 from nova_platform.consumer import build_consumer_app
-from nova_platform.logging import configure_logging
+from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
 
 from ..adapters.dynamodb_read_model import DynamoDBReadModel
@@ -24,7 +23,6 @@ SERVICE = "projector-readmodel"
 class ProjectorSettings(NovaSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
 
-    http_host: str = "0.0.0.0"
     http_port: int = 8011
 
 
@@ -57,11 +55,4 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
 
 def main() -> None:
     settings = ProjectorSettings()
-    configure_logging(SERVICE, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(SERVICE, settings, settings.http_port, create_app)

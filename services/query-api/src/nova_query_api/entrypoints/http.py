@@ -8,7 +8,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated
 from uuid import UUID
 
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from pydantic_settings import SettingsConfigDict
 
@@ -21,7 +20,7 @@ from nova_platform.http.problems import (
     install_problem_handlers,
 )
 from nova_platform.http.security import bearer_principal, correlation_middleware
-from nova_platform.logging import configure_logging
+from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
 
 from ..adapters.dynamodb_read_model import DynamoDBReadModelRepository
@@ -31,7 +30,6 @@ from ..application.queries import AudioNotFoundError, AudioQueryHandler, AudioRe
 class QueryApiSettings(NovaSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
 
-    http_host: str = "0.0.0.0"
     http_port: int = 8002
 
 
@@ -95,11 +93,4 @@ def create_app(settings: QueryApiSettings) -> FastAPI:
 
 def main() -> None:
     settings = QueryApiSettings()
-    configure_logging("query-api", settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve("query-api", settings, settings.http_port, create_app)

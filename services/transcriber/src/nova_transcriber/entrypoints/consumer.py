@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import uvicorn
 from faststream.asgi import AsgiFastStream
 from pydantic_settings import SettingsConfigDict
 
 from nova_events import AudioProcessingStarted, EventEnvelope
 from nova_platform.consumer import build_consumer_app
-from nova_platform.logging import configure_logging
+from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
 
 SERVICE = "transcriber"
@@ -25,7 +24,6 @@ logger = logging.getLogger(__name__)
 class TranscriberSettings(NovaSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
 
-    http_host: str = "0.0.0.0"
     http_port: int = 8014
 
 
@@ -48,11 +46,4 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
 
 def main() -> None:
     settings = TranscriberSettings()
-    configure_logging(SERVICE, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(SERVICE, settings, settings.http_port, create_app)

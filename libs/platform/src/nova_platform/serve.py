@@ -1,0 +1,25 @@
+"""Runs a service's ASGI app: JSON logs first, then uvicorn on its port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import uvicorn
+
+from .logging import configure_logging
+from .settings import NovaSettings
+
+S = TypeVar("S", bound=NovaSettings)
+
+
+def serve(service: str, settings: S, port: int, create_app: Callable[[S], Any]) -> None:
+    """Log as `service`, build the app from `settings`, serve it until SIGTERM."""
+    configure_logging(service, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
