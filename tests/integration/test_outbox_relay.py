@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from uuid import UUID, uuid4
 
 import pytest
@@ -28,10 +29,11 @@ from ..kafka_reader import read_topic
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def relay_parts(
+@asynccontextmanager
+async def open_relay(
     settings: NovaSettings,
 ) -> AsyncIterator[tuple[DynamoDBEventStore, OutboxRelay]]:
+    """A relay process's wiring: its own clients, producer and checkpoints."""
     aws = session()
     async with (
         aws.client("dynamodb", **client_kwargs(settings)) as ddb,
@@ -48,6 +50,14 @@ async def relay_parts(
             yield DynamoDBEventStore(ddb, settings.event_store_table), relay
         finally:
             await producer.stop()
+
+
+@pytest.fixture
+async def relay_parts(
+    settings: NovaSettings,
+) -> AsyncIterator[tuple[DynamoDBEventStore, OutboxRelay]]:
+    async with open_relay(settings) as parts:
+        yield parts
 
 
 async def test_producer_waits_for_all_replicas_and_is_idempotent(
@@ -114,20 +124,6 @@ async def test_a_restarted_relay_resumes_from_its_checkpoint(
     audio_id = uuid4()
     await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
 
-    aws = session()
-    async with (
-        aws.client("dynamodb", **client_kwargs(settings)) as ddb,
-        aws.client("dynamodbstreams", **client_kwargs(settings)) as streams,
-    ):
-        producer = make_producer(settings)
-        await producer.start()
-        try:
-            restarted = OutboxRelay(
-                DynamoDBStreamFeed(ddb, streams, settings.event_store_table),
-                DynamoDBCheckpoints(ddb, settings.outbox_checkpoint_table),
-                KafkaPublisher(producer, settings.events_topic),
-            )
-            assert await restarted.run_once() == 1
-            assert await restarted.run_once() == 0
-        finally:
-            await producer.stop()
+    async with open_relay(settings) as (_, restarted):
+        assert await restarted.run_once() == 1
+        assert await restarted.run_once() == 0
