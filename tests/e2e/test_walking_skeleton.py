@@ -21,6 +21,7 @@ from nova_events import loads
 from nova_platform.auth.dev_token import issue
 from nova_platform.settings import NovaSettings
 
+from ..audio_samples import sine_wav
 from ..backends import ROOT, Backends
 from ..conftest import JWT_SECRET
 from ..kafka_reader import read_topic
@@ -84,7 +85,8 @@ async def test_created_audio_is_visible_everywhere(
     async with httpx.AsyncClient(timeout=10) as http:
         created = await http.post(
             f"{command_api}/commands/audio",
-            json={"s3_key": f"audio/{user}/hello.wav", "metadata": {"title": "Hello"}},
+            files={"file": ("hello.wav", sine_wav(0.5), "audio/wav")},
+            data={"title": "Hello"},
             headers=headers,
         )
         assert created.status_code == 201, created.text

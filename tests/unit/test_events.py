@@ -95,7 +95,7 @@ def test_personal_fields_are_marked_in_the_schema() -> None:
         for model in AUDIO_EVENTS
     }
 
-    assert marked["AudioCreated"] == {"s3_key", "metadata"}
+    assert marked["AudioCreated"] == {"s3_key", "metadata", "title", "file_name"}
     assert marked["TranscriptionCompleted"] == {"text"}
     segment_schema = TranscriptionCompleted.model_json_schema()["$defs"]["Segment"]
     assert segment_schema["properties"]["text"]["x-personal"] is True

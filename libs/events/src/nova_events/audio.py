@@ -33,9 +33,17 @@ class DomainEvent(BaseModel):
 
 
 class AudioCreated(DomainEvent):
+    """An audio file was stored under its owner's S3 prefix and registered."""
+
     user_id: UUID
     s3_key: str = personal(min_length=1)
     metadata: dict[str, str] = personal(default_factory=dict)
+    title: str | None = personal(default=None)
+    file_name: str | None = personal(default=None)
+    content_type: str | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, ge=0)
+    language: str | None = None
 
 
 class AudioProcessingStarted(DomainEvent):
@@ -51,6 +59,7 @@ class Segment(BaseModel):
     end: float = Field(ge=0)
     text: str = personal()
     confidence: float | None = Field(default=None, ge=0, le=1)
+    language: str | None = None
 
 
 class TranscriptionCompleted(DomainEvent):
@@ -65,6 +74,9 @@ class AudioProcessingCompleted(DomainEvent):
 
 
 class AudioProcessingFailed(DomainEvent):
+    """The attempt ended without a transcript; `retryable` says if trying again
+    may succeed (a timeout) or not (audio that cannot be decoded)."""
+
     reason: str
     retryable: bool
 

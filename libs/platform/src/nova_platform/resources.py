@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -18,6 +18,9 @@ from opensearchpy import AsyncOpenSearch
 
 from .aws import client_kwargs, session
 from .settings import NovaSettings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +67,22 @@ def read_model_table(settings: NovaSettings) -> dict[str, Any]:
     return _keyed_table(settings.read_model_table, "gsi1-user-audio", stream=False)
 
 
-def outbox_checkpoint_table(settings: NovaSettings) -> dict[str, Any]:
+def _single_key_table(name: str) -> dict[str, Any]:
     return {
-        "TableName": settings.outbox_checkpoint_table,
+        "TableName": name,
         "BillingMode": "PAY_PER_REQUEST",
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
         "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
     }
+
+
+def outbox_checkpoint_table(settings: NovaSettings) -> dict[str, Any]:
+    return _single_key_table(settings.outbox_checkpoint_table)
+
+
+def idempotency_table(settings: NovaSettings) -> dict[str, Any]:
+    """Responses of commands sent with `Idempotency-Key`, expiring by TTL."""
+    return _single_key_table(settings.idempotency_table)
 
 
 def search_index_body() -> dict[str, Any]:
@@ -114,6 +126,7 @@ async def ensure_tables(settings: NovaSettings) -> None:
         event_store_table(settings),
         read_model_table(settings),
         outbox_checkpoint_table(settings),
+        idempotency_table(settings),
     )
     async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
         for spec in specs:
@@ -128,6 +141,18 @@ async def ensure_tables(settings: NovaSettings) -> None:
                 TableName=spec["TableName"],
                 WaiterConfig={"Delay": 1, "MaxAttempts": 60},
             )
+        await _expire_idempotency_records(ddb, settings.idempotency_table)
+
+
+async def _expire_idempotency_records(ddb: DynamoDBClient, table: str) -> None:
+    ttl = await ddb.describe_time_to_live(TableName=table)
+    status = ttl["TimeToLiveDescription"].get("TimeToLiveStatus")
+    if status in ("ENABLED", "ENABLING"):
+        return
+    await ddb.update_time_to_live(
+        TableName=table,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+    )
 
 
 async def ensure_bucket(settings: NovaSettings) -> None:

@@ -51,6 +51,10 @@ class NovaSettings(BaseSettings):
         return self._named("nova-outbox-checkpoint")
 
     @property
+    def idempotency_table(self) -> str:
+        return self._named("nova-idempotency")
+
+    @property
     def audio_bucket(self) -> str:
         return self._named("nova-audio")
 

@@ -26,10 +26,29 @@ class Problem(Exception):  # noqa: N818 - an answer to the client, not a fault
     kind: str = "bad-request"
     title: str = "Bad request"
 
-    def __init__(self, detail: str, **extensions: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        kind: str | None = None,
+        title: str | None = None,
+        **extensions: Any,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extensions = extensions
+        if status is not None:
+            self.status = status
+        if kind is not None:
+            self.kind = kind
+        if title is not None:
+            self.title = title
+
+    def response(self) -> JSONResponse:
+        return problem_response(
+            self.status, self.kind, self.title, self.detail, **self.extensions
+        )
 
 
 class Unauthorized(Problem):
@@ -58,7 +77,11 @@ def problem_response(
     body = {"type": PROBLEM_BASE + kind, "title": title, "status": status}
     body["detail"] = detail
     body.update(extensions)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if "retry_after_s" in extensions:
+        headers["Retry-After"] = str(extensions["retry_after_s"])
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
@@ -69,9 +92,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.kind, exc.title, exc.detail, **exc.extensions
-        )
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,37 +1,206 @@
-"""Command handlers: load the aggregate, decide, append."""
+"""Command handlers: load the aggregate, decide, append.
+
+Each handler rebuilds `AudioFile` from its stream, lets the aggregate decide,
+and appends the new events conditionally on the version it read. When another
+writer got there first and the client did not pin a version with `If-Match`,
+the decision is simply made again on the fresh state.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from uuid import UUID
+from typing import BinaryIO
+from uuid import UUID, uuid4
 
-from nova_events import AUDIO_FILE, EventMetadata
+from nova_events import AUDIO_FILE, EventMetadata, decode_payload
 
-from ..domain.audio_file import AudioFile
-from .commands import RegisterAudio
-from .ports import EventStore
+from ..domain.audio_file import AudioFile, ProcessingStatus
+from .commands import (
+    Actor,
+    DeleteAudio,
+    RecordTranscription,
+    RecordTranscriptionFailure,
+    RegisterAudio,
+    TranscribeAudio,
+    UploadAudio,
+)
+from .errors import AudioNotFoundError, StaleAttemptError, VersionMismatchError
+from .ports import ConcurrencyError, EventStore
+from .storage import AudioInfo, AudioObjectMissingError, AudioStorage
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_LANGUAGE = "ja-JP"
+MAX_DECISION_ATTEMPTS = 3
+
+_EXTENSIONS = {"wav": "wav", "mp3": "mp3", "ogg": "ogg", "flac": "flac", "m4a": "m4a"}
 
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     audio_id: UUID
     version: int
+    status: str
+
+
+def user_prefix(user_id: UUID) -> str:
+    """Every user's objects live under their own prefix of the audio bucket."""
+    return f"audio/{user_id}/"
 
 
 class AudioCommandHandler:
-    """Runs commands against `AudioFile` streams in the event store."""
+    """Runs commands against `AudioFile` streams."""
 
-    def __init__(self, event_store: EventStore) -> None:
+    def __init__(
+        self,
+        event_store: EventStore,
+        storage: AudioStorage,
+        probe: Callable[[BinaryIO], AudioInfo],
+    ) -> None:
         self._store = event_store
+        self._storage = storage
+        self._probe = probe
+
+    async def upload_audio(
+        self, command: UploadAudio, metadata: EventMetadata
+    ) -> CommandResult:
+        # Parsing headers of a large file blocks: keep it off the event loop.
+        info = await asyncio.to_thread(self._probe, command.file)
+        audio_id = uuid4()
+        extension = _EXTENSIONS.get(info.format, "bin")
+        key = f"{user_prefix(command.actor.user_id)}{audio_id}.{extension}"
+        await self._storage.put(key, command.file, command.size, info.content_type)
+        audio = AudioFile.create(
+            command.actor.user_id,
+            key,
+            audio_id=audio_id,
+            title=command.title,
+            file_name=command.file_name,
+            content_type=info.content_type,
+            size_bytes=command.size,
+            duration_s=round(info.duration_s, 3),
+            language=command.language,
+        )
+        try:
+            return await self._commit(audio, metadata)
+        except BaseException:
+            await self._storage.delete(key)
+            raise
 
     async def register_audio(
         self, command: RegisterAudio, metadata: EventMetadata
     ) -> CommandResult:
-        audio = AudioFile.create(command.user_id, command.s3_key, command.metadata)
+        stored = await self._storage.head(command.s3_key)
+        if stored is None:
+            raise AudioObjectMissingError(
+                f"there is no object at {command.s3_key!r}; upload the file first "
+                "(or send it as multipart `file` to this route)"
+            )
+        audio = AudioFile.create(
+            command.actor.user_id,
+            command.s3_key,
+            dict(command.metadata),
+            title=command.title,
+            content_type=stored.content_type,
+            size_bytes=stored.size,
+            language=command.language,
+        )
         return await self._commit(audio, metadata)
+
+    async def transcribe_audio(
+        self, command: TranscribeAudio, metadata: EventMetadata
+    ) -> CommandResult:
+        def decide(audio: AudioFile) -> None:
+            language = command.language or audio.language or DEFAULT_LANGUAGE
+            audio.start_processing(language, command.enable_diarization)
+
+        return await self._decide(
+            command.actor, command.audio_id, command.expected_version, decide, metadata
+        )
+
+    async def record_transcription(
+        self, command: RecordTranscription, metadata: EventMetadata
+    ) -> CommandResult:
+        def decide(audio: AudioFile) -> None:
+            self._require_attempt(audio, command.attempt)
+            audio.complete_transcription(
+                command.text, command.confidence, command.language, command.segments
+            )
+            audio.complete_processing()
+
+        return await self._decide(
+            command.actor, command.audio_id, None, decide, metadata
+        )
+
+    async def record_transcription_failure(
+        self, command: RecordTranscriptionFailure, metadata: EventMetadata
+    ) -> CommandResult:
+        def decide(audio: AudioFile) -> None:
+            self._require_attempt(audio, command.attempt)
+            audio.fail_processing(command.reason, command.retryable)
+
+        return await self._decide(
+            command.actor, command.audio_id, None, decide, metadata
+        )
+
+    async def delete_audio(
+        self, command: DeleteAudio, metadata: EventMetadata
+    ) -> CommandResult:
+        """Append `AudioDeleted`, then delete the object; a retry finishes the job."""
+        audio = await self._load(command.actor, command.audio_id)
+        if audio.status is ProcessingStatus.DELETED:
+            await self._storage.delete(audio.s3_key)
+            return CommandResult(audio.audio_id, audio.version, audio.status.value)
+        result = await self._decide(
+            command.actor,
+            command.audio_id,
+            command.expected_version,
+            lambda a: a.delete(),
+            metadata,
+        )
+        await self._storage.delete(audio.s3_key)
+        return result
+
+    async def _decide(
+        self,
+        actor: Actor,
+        audio_id: UUID,
+        expected_version: int | None,
+        decide: Callable[[AudioFile], None],
+        metadata: EventMetadata,
+    ) -> CommandResult:
+        for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
+            audio = await self._load(actor, audio_id)
+            if expected_version is not None and expected_version != audio.version:
+                raise VersionMismatchError(expected_version, audio.version)
+            decide(audio)
+            try:
+                return await self._commit(audio, metadata)
+            except ConcurrencyError:
+                if expected_version is not None or attempt == MAX_DECISION_ATTEMPTS:
+                    raise
+                logger.info(
+                    "concurrent write; deciding again",
+                    extra={"audio_id": str(audio_id), "attempt": attempt},
+                )
+        raise AssertionError("unreachable")
+
+    async def _load(self, actor: Actor, audio_id: UUID) -> AudioFile:
+        events = await self._store.get_events(AUDIO_FILE, audio_id)
+        if not events:
+            raise AudioNotFoundError(audio_id)
+        audio = AudioFile.reconstitute([(e.version, decode_payload(e)) for e in events])
+        if audio.user_id != actor.user_id and not actor.is_admin:
+            raise AudioNotFoundError(audio_id)
+        return audio
+
+    @staticmethod
+    def _require_attempt(audio: AudioFile, attempt: int) -> None:
+        if attempt != audio.attempts:
+            raise StaleAttemptError(attempt, audio.attempts)
 
     async def _commit(self, audio: AudioFile, metadata: EventMetadata) -> CommandResult:
         stored = await self._store.append_events(
@@ -50,4 +219,4 @@ class AudioCommandHandler:
                 "event_types": [e.event_type for e in stored],
             },
         )
-        return CommandResult(audio_id=audio.audio_id, version=audio.version)
+        return CommandResult(audio.audio_id, audio.version, audio.status.value)

@@ -76,6 +76,13 @@ class AudioFile:
         s3_key: str,
         metadata: dict[str, str] | None = None,
         audio_id: UUID | None = None,
+        *,
+        title: str | None = None,
+        file_name: str | None = None,
+        content_type: str | None = None,
+        size_bytes: int | None = None,
+        duration_s: float | None = None,
+        language: str | None = None,
     ) -> AudioFile:
         audio = cls()
         audio._apply(
@@ -84,6 +91,12 @@ class AudioFile:
                 user_id=user_id,
                 s3_key=s3_key,
                 metadata=metadata or {},
+                title=title,
+                file_name=file_name,
+                content_type=content_type,
+                size_bytes=size_bytes,
+                duration_s=duration_s,
+                language=language,
             )
         )
         return audio
@@ -156,6 +169,7 @@ class AudioFile:
         self.user_id = event.user_id
         self.s3_key = event.s3_key
         self.metadata = dict(event.metadata)
+        self.language = event.language
         self.status = _S.PENDING
 
     def _on_audio_processing_started(self, event: AudioProcessingStarted) -> None:

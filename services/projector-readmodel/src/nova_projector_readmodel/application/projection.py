@@ -49,7 +49,12 @@ def change_for(envelope: EventEnvelope, event: DomainEvent) -> ItemChange:
                     "user_id": str(event.user_id),
                     "s3_key": event.s3_key,
                     "metadata": dict(event.metadata),
-                    "title": event.metadata.get("title"),
+                    "title": event.title or event.metadata.get("title"),
+                    "file_name": event.file_name,
+                    "content_type": event.content_type,
+                    "size_bytes": event.size_bytes,
+                    "duration_s": event.duration_s,
+                    "language": event.language,
                     "status": "pending",
                     "attempts": 0,
                     "created_at": at,
@@ -102,6 +107,13 @@ def change_for(envelope: EventEnvelope, event: DomainEvent) -> ItemChange:
                 audio_id,
                 version,
                 {**common, "status": "deleted", "deleted_at": at},
-                remove=("transcription", "segments", "s3_key", "metadata", "title"),
+                remove=(
+                    "transcription",
+                    "segments",
+                    "s3_key",
+                    "metadata",
+                    "title",
+                    "file_name",
+                ),
             )
     raise TypeError(f"no read-model projection for {type(event).__name__}")

@@ -34,7 +34,8 @@ def apply_event(
                 user_id=str(event.user_id),
                 status="pending",
                 created_at=at,
-                title=event.metadata.get("title"),
+                title=event.title or event.metadata.get("title"),
+                language=event.language,
             )
         case AudioProcessingStarted():
             current.update(status="processing", language=event.language)

@@ -26,6 +26,10 @@ class AudioReadModel(BaseModel):
     user_id: UUID
     s3_key: str | None = None
     title: str | None = None
+    file_name: str | None = None
+    content_type: str | None = None
+    size_bytes: int | None = None
+    duration_s: float | None = None
     metadata: dict[str, str] = {}
     status: str
     language: str | None = None

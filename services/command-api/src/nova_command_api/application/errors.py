@@ -1,0 +1,40 @@
+"""Errors of the command handlers; the HTTP layer maps each to a problem type."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+
+class AudioNotFoundError(LookupError):
+    """Raised when no audio with this id exists for the caller.
+
+    Another user's audio raises this too, so ids cannot be probed.
+    """
+
+    def __init__(self, audio_id: UUID) -> None:
+        self.audio_id = audio_id
+        super().__init__(f"no audio {audio_id} visible to you; check the id")
+
+
+class VersionMismatchError(Exception):
+    """Raised when `If-Match` names a version the audio is no longer at."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"the audio is at version {actual}, not {expected}; read it again and "
+            f'resend with If-Match: "{actual}" if the command still applies'
+        )
+
+
+class StaleAttemptError(Exception):
+    """Raised when a transcription result belongs to an earlier attempt."""
+
+    def __init__(self, attempt: int, current: int) -> None:
+        self.attempt = attempt
+        self.current = current
+        super().__init__(
+            f"this result is for attempt {attempt}, but attempt {current} is the "
+            "current one; drop the result"
+        )

@@ -1,0 +1,131 @@
+"""How the command side's errors answer: one problem type per error."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from nova_platform.http.problems import Problem
+
+from ..application.errors import (
+    AudioNotFoundError,
+    StaleAttemptError,
+    VersionMismatchError,
+)
+from ..application.ports import ConcurrencyError
+from ..application.storage import (
+    AudioObjectMissingError,
+    AudioStorageError,
+    NotAudioError,
+)
+from ..domain.errors import InvalidStateError
+
+logger = logging.getLogger(__name__)
+
+
+def _not_found(exc: AudioNotFoundError) -> Problem:
+    return Problem(
+        str(exc),
+        status=404,
+        kind="not-found",
+        title="Audio not found",
+        audio_id=str(exc.audio_id),
+    )
+
+
+def _version(exc: VersionMismatchError) -> Problem:
+    return Problem(
+        str(exc),
+        status=412,
+        kind="version-mismatch",
+        title="Version mismatch",
+        expected_version=exc.expected,
+        current_version=exc.actual,
+    )
+
+
+def _concurrent(exc: ConcurrencyError) -> Problem:
+    return Problem(
+        str(exc),
+        status=409,
+        kind="concurrent-write",
+        title="Written concurrently",
+        expected_version=exc.expected_version,
+        current_version=exc.actual_version,
+    )
+
+
+def _state(exc: InvalidStateError) -> Problem:
+    return Problem(
+        str(exc),
+        status=409,
+        kind="invalid-state",
+        title="Not allowed in this state",
+        status_now=exc.status,
+        command=exc.command,
+    )
+
+
+def _stale(exc: StaleAttemptError) -> Problem:
+    return Problem(
+        str(exc),
+        status=409,
+        kind="stale-attempt",
+        title="Result of an old attempt",
+        attempt=exc.attempt,
+        current_attempt=exc.current,
+    )
+
+
+def _not_audio(exc: NotAudioError) -> Problem:
+    return Problem(str(exc), status=415, kind="not-audio", title="Not audio")
+
+
+def _missing(exc: AudioObjectMissingError) -> Problem:
+    return Problem(str(exc), status=422, kind="object-missing", title="No such object")
+
+
+def _storage(exc: AudioStorageError) -> Problem:
+    logger.error("audio storage failed", extra={"error": str(exc)})
+    return Problem(
+        "audio storage is not reachable right now; retry in a moment",
+        status=503,
+        kind="storage-unavailable",
+        title="Storage unavailable",
+        retry_after_s=5,
+    )
+
+
+_MAPPERS: dict[type[Exception], Callable[[Exception], Problem]] = {
+    AudioNotFoundError: _not_found,  # type: ignore[dict-item]
+    VersionMismatchError: _version,  # type: ignore[dict-item]
+    ConcurrencyError: _concurrent,  # type: ignore[dict-item]
+    InvalidStateError: _state,  # type: ignore[dict-item]
+    StaleAttemptError: _stale,  # type: ignore[dict-item]
+    NotAudioError: _not_audio,  # type: ignore[dict-item]
+    AudioObjectMissingError: _missing,  # type: ignore[dict-item]
+    AudioStorageError: _storage,  # type: ignore[dict-item]
+}
+
+
+def as_problem(exc: Exception) -> Problem | None:
+    """The problem an error answers with; None for an unexpected error."""
+    if isinstance(exc, Problem):
+        return exc
+    for kind, mapper in _MAPPERS.items():
+        if isinstance(exc, kind):
+            return mapper(exc)
+    return None
+
+
+def install_command_problems(app: FastAPI) -> None:
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        problem = as_problem(exc)
+        assert problem is not None, f"{type(exc).__name__} has a mapper"
+        return problem.response()
+
+    for kind in _MAPPERS:
+        app.add_exception_handler(kind, handle)
