@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -270,6 +272,11 @@ def forged_results() -> list[dict[str, Any]]:
 
 
 UNKNOWN = str(uuid4())
+EXPIRED = jwt.encode(
+    {"sub": str(USER), "scope": "audio:write", "exp": int(time.time()) - 60},
+    SECRET,
+    algorithm="HS256",
+)
 
 
 @pytest.mark.parametrize(
