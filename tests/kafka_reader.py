@@ -19,6 +19,7 @@ async def read_topic(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed",
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []

@@ -6,17 +6,15 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from nova_command_api.adapters.dynamodb_event_store import DynamoDBEventStore
-from nova_command_api.adapters.dynamodb_streams import (
-    DynamoDBCheckpoints,
-    DynamoDBStreamFeed,
-)
-from nova_command_api.adapters.kafka_publisher import KafkaPublisher
+from nova_command_api.adapters.dynamodb_streams import DynamoDBLease, DynamoDBStreamFeed
+from nova_command_api.adapters.kafka_publisher import TransactionalKafkaPublisher
 from nova_command_api.application.relay import OutboxRelay
 from nova_events import AUDIO_FILE, AudioProcessingStarted, loads
 from nova_platform.aws import client_kwargs, session
@@ -31,33 +29,42 @@ pytestmark = pytest.mark.integration
 
 @asynccontextmanager
 async def open_relay(
-    settings: NovaSettings,
+    settings: NovaSettings, owner: str | None = None
 ) -> AsyncIterator[tuple[DynamoDBEventStore, OutboxRelay]]:
-    """A relay process's wiring: its own clients, producer and checkpoints."""
+    """A relay process's wiring: its own clients, producer and lease."""
     aws = session()
     async with (
         aws.client("dynamodb", **client_kwargs(settings)) as ddb,
         aws.client("dynamodbstreams", **client_kwargs(settings)) as streams,
     ):
-        producer = make_producer(settings)
-        await producer.start()
+        publisher = TransactionalKafkaPublisher(
+            lambda: make_producer(
+                settings, transactional_id=settings.relay_transactional_id
+            ),
+            settings.kafka_bootstrap_servers,
+            settings.events_topic,
+            settings.relay_checkpoint_topic,
+        )
+        lease = DynamoDBLease(
+            ddb, settings.relay_lease_table, settings.events_topic, owner=owner
+        )
         try:
             relay = OutboxRelay(
                 DynamoDBStreamFeed(ddb, streams, settings.event_store_table),
-                DynamoDBCheckpoints(ddb, settings.outbox_checkpoint_table),
-                KafkaPublisher(producer, settings.events_topic),
+                publisher,
+                lease,
             )
             yield DynamoDBEventStore(ddb, settings.event_store_table), relay
         finally:
-            await producer.stop()
+            await lease.release()
+            await publisher.close()
 
 
-@pytest.fixture
-async def relay_parts(
-    settings: NovaSettings,
-) -> AsyncIterator[tuple[DynamoDBEventStore, OutboxRelay]]:
-    async with open_relay(settings) as parts:
-        yield parts
+async def drain(relay: OutboxRelay) -> int:
+    total = 0
+    while published := await relay.run_once():
+        total += published
+    return total
 
 
 async def test_producer_waits_for_all_replicas_and_is_idempotent(
@@ -84,46 +91,85 @@ async def test_producer_waits_for_all_replicas_and_is_idempotent(
         await producer.stop()
 
 
-async def test_every_committed_event_reaches_kafka_in_stream_order(
-    settings: NovaSettings, relay_parts: tuple[DynamoDBEventStore, OutboxRelay]
+async def test_every_committed_event_reaches_kafka_once_in_stream_order(
+    settings: NovaSettings,
 ) -> None:
-    store, relay = relay_parts
     audio_ids = [uuid4() for _ in range(5)]
+    async with open_relay(settings) as (store, relay):
+        await drain(relay)  # what earlier tests left
 
-    async def write_stream(audio_id: UUID) -> None:
-        started = AudioProcessingStarted(audio_id=audio_id)
-        await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
-        # A two-event commit (one transaction) between single-event commits.
-        await store.append_events(AUDIO_FILE, audio_id, [started, started], 1, META)
-        await store.append_events(AUDIO_FILE, audio_id, [started], 3, META)
+        async def write_stream(audio_id: UUID) -> None:
+            started = AudioProcessingStarted(audio_id=audio_id)
+            await store.append_events(
+                AUDIO_FILE, audio_id, [created(audio_id)], 0, META
+            )
+            # A two-event commit (one transaction) between single-event commits.
+            await store.append_events(AUDIO_FILE, audio_id, [started, started], 1, META)
+            await store.append_events(AUDIO_FILE, audio_id, [started], 3, META)
 
-    await asyncio.gather(*(write_stream(a) for a in audio_ids))
-    published = 0
-    for _ in range(50):
-        published += await relay.run_once()
-        if published >= 20:
-            break
+        await asyncio.gather(*(write_stream(a) for a in audio_ids))
+        assert await drain(relay) == 20
 
-    records = await read_topic(settings, until=published)
-    ours = [loads(r.value) for r in records if loads(r.value).aggregate_id in audio_ids]
+    records = await read_topic(settings, until=20)
     versions: dict[UUID, list[int]] = defaultdict(list)
-    for envelope in ours:
+    for record in records:
+        envelope = loads(record.value)
         versions[envelope.aggregate_id].append(envelope.version)
     assert {a: versions[a] for a in audio_ids} == {a: [1, 2, 3, 4] for a in audio_ids}
-    headers = dict(records[0].headers)
+    headers = dict(records[-1].headers)
     assert set(headers) >= {"event_type", "schema_version", "correlation_id"}
-    assert records[0].key == str(loads(records[0].value).aggregate_id).encode()
+    assert records[-1].key == str(loads(records[-1].value).aggregate_id).encode()
 
 
-async def test_a_restarted_relay_resumes_from_its_checkpoint(
-    settings: NovaSettings, relay_parts: tuple[DynamoDBEventStore, OutboxRelay]
-) -> None:
-    store, relay = relay_parts
-    while await relay.run_once():
-        pass
+async def test_order_ignores_the_writers_clocks(settings: NovaSettings) -> None:
     audio_id = uuid4()
-    await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
+    async with open_relay(settings) as (store, relay):
+        await drain(relay)
+        # Replica A's clock runs 5 s late, replica B's 5 s early.
+        late = DynamoDBEventStore(
+            store._client,
+            settings.event_store_table,
+            clock=lambda: datetime.now(UTC) - timedelta(seconds=5),
+        )
+        early = DynamoDBEventStore(
+            store._client,
+            settings.event_store_table,
+            clock=lambda: datetime.now(UTC) + timedelta(seconds=5),
+        )
+        started = AudioProcessingStarted(audio_id=audio_id)
+        await early.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
+        await late.append_events(AUDIO_FILE, audio_id, [started], 1, META)
+        await early.append_events(AUDIO_FILE, audio_id, [started], 2, META)
+        await late.append_events(AUDIO_FILE, audio_id, [started], 3, META)
+        await drain(relay)
+
+    records = await read_topic(settings, until=1)
+    ours = [loads(r.value) for r in records if loads(r.value).aggregate_id == audio_id]
+    assert [e.version for e in ours] == [1, 2, 3, 4]
+    assert ours[1].occurred_at < ours[0].occurred_at  # the clocks did disagree
+
+
+async def test_a_restarted_relay_resumes_exactly_after_its_checkpoint(
+    settings: NovaSettings,
+) -> None:
+    async with open_relay(settings) as (store, relay):
+        await drain(relay)
+        audio_id = uuid4()
+        await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
 
     async with open_relay(settings) as (_, restarted):
-        assert await restarted.run_once() == 1
+        assert await drain(restarted) == 1
         assert await restarted.run_once() == 0
+
+
+async def test_only_the_lease_holder_publishes(settings: NovaSettings) -> None:
+    async with (
+        open_relay(settings, owner="relay-a") as (store, active),
+        open_relay(settings, owner="relay-b") as (_, standby),
+    ):
+        await drain(active)
+        audio_id = uuid4()
+        await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
+
+        assert await standby.run_once() == 0
+        assert await drain(active) == 1

@@ -1,4 +1,4 @@
-"""The relay's at-least-once rule, with fakes for the feed, checkpoints and broker."""
+"""The relay's rules, with fakes for the stream, the broker and the lease."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from uuid import uuid4
 
 import pytest
 
-from nova_command_api.application.relay import ChangeBatch, OutboxRelay
+from nova_command_api.application.relay import (
+    ChangeBatch,
+    Checkpoint,
+    OutboxRelay,
+    Shard,
+    read_order,
+)
 from nova_events import EventEnvelope, EventMetadata
 
 
@@ -24,12 +30,13 @@ def envelope(version: int) -> EventEnvelope:
 
 
 class FakeFeed:
+    """One shard whose records are `events`; positions are list indexes."""
+
     def __init__(self, events: list[EventEnvelope]) -> None:
         self.events = events
-        self.forgotten = 0
 
-    async def shards(self) -> list[str]:
-        return ["shard-1"]
+    async def shards(self) -> list[Shard]:
+        return [Shard("shard-1")]
 
     async def read(self, shard_id: str, after: str | None) -> ChangeBatch:
         start = int(after or 0)
@@ -37,63 +44,90 @@ class FakeFeed:
         return ChangeBatch(shard_id, batch, str(start + len(batch)))
 
     def forget(self) -> None:
-        self.forgotten += 1
+        pass
 
 
-class FakeCheckpoints:
+class FakeBroker:
+    """Commits events and checkpoint together, like a Kafka transaction."""
+
     def __init__(self) -> None:
-        self.saved: dict[str, str] = {}
+        self.committed: list[EventEnvelope] = []
+        self.checkpoints: dict[str, Checkpoint] = {}
+        self.fail = False
 
-    async def load(self, shard_id: str) -> str | None:
-        return self.saved.get(shard_id)
-
-    async def save(self, shard_id: str, position: str) -> None:
-        self.saved[shard_id] = position
-
-
-class FakePublisher:
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.published: list[EventEnvelope] = []
-
-    async def publish(self, events: Sequence[EventEnvelope]) -> None:
+    async def publish(
+        self, events: Sequence[EventEnvelope], checkpoint: Checkpoint
+    ) -> None:
         if self.fail:
             raise ConnectionError("broker unreachable")
-        self.published.extend(events)
+        self.committed.extend(events)
+        self.checkpoints[checkpoint.shard_id] = checkpoint
+
+    async def load_checkpoints(self) -> dict[str, Checkpoint]:
+        return dict(self.checkpoints)
 
 
-async def test_publishes_everything_and_moves_the_checkpoint() -> None:
-    events = [envelope(v) for v in range(1, 6)]
-    checkpoints, publisher = FakeCheckpoints(), FakePublisher()
-    relay = OutboxRelay(FakeFeed(events), checkpoints, publisher)
+class FakeLease:
+    def __init__(self, held: bool = True) -> None:
+        self.held = held
 
+    async def acquire(self) -> bool:
+        return self.held
+
+    async def release(self) -> None:
+        self.held = False
+
+
+async def drain(relay: OutboxRelay) -> None:
     while await relay.run_once():
         pass
 
-    assert publisher.published == events
-    assert checkpoints.saved == {"shard-1": "5"}
+
+async def test_publishes_everything_once_with_its_checkpoint() -> None:
+    events = [envelope(v) for v in range(1, 6)]
+    broker = FakeBroker()
+
+    await drain(OutboxRelay(FakeFeed(events), broker, FakeLease()))
+
+    assert broker.committed == events
+    assert broker.checkpoints == {"shard-1": Checkpoint("shard-1", "5")}
 
 
-async def test_a_failed_publish_keeps_the_checkpoint() -> None:
+async def test_a_failed_publish_moves_nothing_and_the_next_pass_resumes() -> None:
     events = [envelope(v) for v in range(1, 4)]
-    checkpoints, publisher = FakeCheckpoints(), FakePublisher(fail=True)
-    relay = OutboxRelay(FakeFeed(events), checkpoints, publisher)
+    broker = FakeBroker()
+    relay = OutboxRelay(FakeFeed(events), broker, FakeLease())
+    broker.fail = True
 
     with pytest.raises(ConnectionError):
         await relay.run_once()
+    broker.fail = False
+    await drain(OutboxRelay(FakeFeed(events), broker, FakeLease()))
 
-    assert checkpoints.saved == {}
+    assert broker.committed == events
 
 
-async def test_a_new_relay_resumes_where_the_last_one_saved() -> None:
+async def test_a_new_relay_resumes_from_the_committed_checkpoint() -> None:
     events = [envelope(v) for v in range(1, 5)]
-    checkpoints = FakeCheckpoints()
-    first = FakePublisher()
-    await OutboxRelay(FakeFeed(events), checkpoints, first).run_once()
+    broker = FakeBroker()
+    await OutboxRelay(FakeFeed(events), broker, FakeLease()).run_once()
 
-    second = FakePublisher()
-    while await OutboxRelay(FakeFeed(events), checkpoints, second).run_once():
-        pass
+    await drain(OutboxRelay(FakeFeed(events), broker, FakeLease()))
 
-    assert first.published == events[:2]
-    assert second.published == events[2:]
+    assert broker.committed == events
+
+
+async def test_a_standby_publishes_nothing() -> None:
+    broker = FakeBroker()
+    standby = OutboxRelay(FakeFeed([envelope(1)]), broker, FakeLease(held=False))
+
+    assert await standby.run_once() == 0
+    assert broker.committed == []
+
+
+def test_children_wait_for_their_parent_shard() -> None:
+    shards = [Shard("a"), Shard("b", parent_id="a"), Shard("c", parent_id="gone")]
+
+    assert [s.shard_id for s in read_order(shards, {})] == ["a", "c"]
+    done = {"a": Checkpoint("a", "9", closed=True)}
+    assert [s.shard_id for s in read_order(shards, done)] == ["b", "c"]

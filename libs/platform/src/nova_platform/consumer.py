@@ -84,6 +84,8 @@ def build_consumer_app(
         max_records=max_records,
         batch_timeout_ms=100,
         auto_offset_reset="earliest",
+        # The relay publishes in transactions: never read an aborted batch.
+        isolation_level="read_committed",
         ack_policy=AckPolicy.MANUAL,
         decoder=_raw,
     )

@@ -22,10 +22,11 @@ def main() -> int:
             "tables": [
                 settings.event_store_table,
                 settings.read_model_table,
-                settings.outbox_checkpoint_table,
+                settings.relay_lease_table,
+                settings.idempotency_table,
             ],
             "bucket": settings.audio_bucket,
-            "topic": settings.events_topic,
+            "topics": [settings.events_topic, settings.relay_checkpoint_topic],
             "search_alias": settings.search_alias,
         },
     )

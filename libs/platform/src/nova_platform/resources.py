@@ -8,6 +8,7 @@ relay; the read model keyed by audio id with `gsi1-user-audio` per user.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +77,9 @@ def _single_key_table(name: str) -> dict[str, Any]:
     }
 
 
-def outbox_checkpoint_table(settings: NovaSettings) -> dict[str, Any]:
-    return _single_key_table(settings.outbox_checkpoint_table)
+def relay_lease_table(settings: NovaSettings) -> dict[str, Any]:
+    """The lease that keeps one outbox relay active at a time."""
+    return _single_key_table(settings.relay_lease_table)
 
 
 def idempotency_table(settings: NovaSettings) -> dict[str, Any]:
@@ -125,7 +127,7 @@ async def ensure_tables(settings: NovaSettings) -> None:
     specs = (
         event_store_table(settings),
         read_model_table(settings),
-        outbox_checkpoint_table(settings),
+        relay_lease_table(settings),
         idempotency_table(settings),
     )
     async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
@@ -167,20 +169,30 @@ async def ensure_bucket(settings: NovaSettings) -> None:
 
 
 async def ensure_topics(settings: NovaSettings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        topic = NewTopic(
+    """The events topic, and the relay's compacted checkpoint topic."""
+    topics = [
+        NewTopic(
             name=settings.events_topic,
             num_partitions=EVENTS_TOPIC_PARTITIONS,
             replication_factor=1,
             topic_configs={"min.insync.replicas": "1"},
-        )
-        try:
-            await admin.create_topics([topic])
-            logger.info("created topic", extra={"topic": settings.events_topic})
-        except TopicAlreadyExistsError:
-            pass
+        ),
+        NewTopic(
+            name=settings.relay_checkpoint_topic,
+            num_partitions=1,
+            replication_factor=1,
+            topic_configs={"cleanup.policy": "compact", "min.insync.replicas": "1"},
+        ),
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            logger.info("created topics", extra={"topics": [t.name for t in missing]})
     finally:
         await admin.close()
 

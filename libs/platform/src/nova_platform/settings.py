@@ -47,8 +47,16 @@ class NovaSettings(BaseSettings):
         return self._named("nova-audio-read-model")
 
     @property
-    def outbox_checkpoint_table(self) -> str:
-        return self._named("nova-outbox-checkpoint")
+    def relay_lease_table(self) -> str:
+        return self._named("nova-relay-lease")
+
+    @property
+    def relay_checkpoint_topic(self) -> str:
+        return self._named("nova.relay.checkpoints.v1")
+
+    @property
+    def relay_transactional_id(self) -> str:
+        return self._named("nova-relay")
 
     @property
     def idempotency_table(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
@@ -56,7 +57,7 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         try:
             if self._jwks is not None:
-                key: object = self._jwks.get_signing_key_from_jwt(token).key
+                key: object = self._jwks.get_signing_key_from_jwt(token)
                 algorithms = ["RS256", "ES256"]
             else:
                 key = self._secret
@@ -71,6 +72,12 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError("the bearer token has expired; request a new one") from exc
+        except (jwt.PyJWKClientConnectionError, json.JSONDecodeError) as exc:
+            # The key server's fault, not the token's: say so.
+            raise AuthError(
+                "the signing keys could not be fetched from the JWKS URL; try again "
+                "in a moment"
+            ) from exc
         except jwt.PyJWTError as exc:
             raise AuthError(f"the bearer token is not valid: {exc}") from exc
         try:

@@ -8,7 +8,7 @@ claim the same version exactly one succeeds. One event is one conditional
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from nova_events import DomainEvent, EventEnvelope, EventMetadata
 
 from ..application.ports import ConcurrencyError
-from .envelopes import new_envelopes
+from .envelopes import new_envelopes, utc_now
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -74,11 +74,16 @@ def from_item(item: dict[str, Any]) -> EventEnvelope:
 
 class DynamoDBEventStore:
     def __init__(
-        self, client: DynamoDBClient, table_name: str, page_size: int | None = None
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        page_size: int | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._client = client
         self._table = table_name
         self._page_size = page_size
+        self._clock = clock
 
     async def append_events(
         self,
@@ -89,7 +94,12 @@ class DynamoDBEventStore:
         metadata: EventMetadata,
     ) -> list[EventEnvelope]:
         envelopes = new_envelopes(
-            aggregate_type, aggregate_id, events, expected_version, metadata
+            aggregate_type,
+            aggregate_id,
+            events,
+            expected_version,
+            metadata,
+            self._clock(),
         )
         if len(envelopes) > MAX_TRANSACTION_ITEMS:
             raise ValueError(

@@ -1,12 +1,14 @@
-"""The event store's DynamoDB stream as the relay's change feed."""
+"""The event store's DynamoDB stream as the relay's change feed, and its lease."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ..application.relay import ChangeBatch
+from ..application.relay import ChangeBatch, Shard
 from .dynamodb_event_store import from_item
 
 if TYPE_CHECKING:
@@ -40,18 +42,19 @@ class DynamoDBStreamFeed:
             self._arn = arn
         return self._arn
 
-    async def shards(self) -> list[str]:
-        arn = await self.stream_arn()
-        shard_ids: list[str] = []
-        request: dict[str, Any] = {"StreamArn": arn}
+    async def shards(self) -> list[Shard]:
+        request: dict[str, Any] = {"StreamArn": await self.stream_arn()}
+        found: list[Shard] = []
         while True:
-            description = (await self._streams.describe_stream(**request))[
-                "StreamDescription"
-            ]
-            shard_ids.extend(s["ShardId"] for s in description.get("Shards", []))
+            page = await self._streams.describe_stream(**request)
+            description = page["StreamDescription"]
+            found.extend(
+                Shard(s["ShardId"], s.get("ParentShardId"))
+                for s in description.get("Shards", [])
+            )
             last = description.get("LastEvaluatedShardId")
             if not last:
-                return shard_ids
+                return found
             request["ExclusiveStartShardId"] = last
 
     async def read(self, shard_id: str, after: str | None) -> ChangeBatch:
@@ -67,18 +70,27 @@ class DynamoDBStreamFeed:
                 raise
             self._iterators.pop(shard_id, None)
             return ChangeBatch(shard_id, (), after)
-        self._iterators[shard_id] = page.get("NextShardIterator")
         records = page.get("Records", [])
-        events = [
-            from_item(r["dynamodb"]["NewImage"])
+        next_iterator = page.get("NextShardIterator")
+        self._iterators[shard_id] = next_iterator
+        inserts = [
+            r
             for r in records
             if r.get("eventName") == "INSERT" and "NewImage" in r.get("dynamodb", {})
         ]
-        position = records[-1]["dynamodb"]["SequenceNumber"] if records else after
-        return ChangeBatch(shard_id, events, position)
+        return ChangeBatch(
+            shard_id,
+            [from_item(r["dynamodb"]["NewImage"]) for r in inserts],
+            records[-1]["dynamodb"]["SequenceNumber"] if records else after,
+            closed=next_iterator is None,
+            oldest_at=(
+                records[0]["dynamodb"].get("ApproximateCreationDateTime")
+                if records
+                else None
+            ),
+        )
 
     def forget(self) -> None:
-        """Drop cached iterators, e.g. after an error, to resume from checkpoints."""
         self._iterators.clear()
 
     async def _iterator(self, shard_id: str, after: str | None) -> str:
@@ -96,22 +108,68 @@ class DynamoDBStreamFeed:
         return response["ShardIterator"]
 
 
-class DynamoDBCheckpoints:
-    """The last published stream position per shard, in `nova-outbox-checkpoint`."""
+class DynamoDBLease:
+    """One active relay per event store: a lease item renewed while it works.
 
-    def __init__(self, ddb: DynamoDBClient, table_name: str) -> None:
+    A relay that stalls past the lease loses it to a standby; Kafka's
+    transactional fencing then rejects anything the stale one still sends.
+    """
+
+    def __init__(
+        self,
+        ddb: DynamoDBClient,
+        table_name: str,
+        name: str,
+        ttl_s: float = 10.0,
+        owner: str | None = None,
+    ) -> None:
         self._ddb = ddb
         self._table = table_name
+        self._name = name
+        self._ttl_ms = int(ttl_s * 1000)
+        self.owner = owner or str(uuid.uuid4())
+        self._renew_after = 0.0
 
-    async def load(self, shard_id: str) -> str | None:
-        item = await self._ddb.get_item(
-            TableName=self._table, Key={"pk": {"S": shard_id}}, ConsistentRead=True
-        )
-        found = item.get("Item")
-        return found["position"]["S"] if found else None
+    async def acquire(self) -> bool:
+        if time.monotonic() < self._renew_after:
+            return True
+        now_ms = int(time.time() * 1000)
+        try:
+            await self._ddb.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": self._name},
+                    "owner": {"S": self.owner},
+                    "expires_at": {"N": str(now_ms + self._ttl_ms)},
+                },
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR expires_at < :now OR #o = :me"
+                ),
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={
+                    ":now": {"N": str(now_ms)},
+                    ":me": {"S": self.owner},
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            self._renew_after = 0.0
+            return False
+        # Renew when a third of the lease is left, not on every pass.
+        self._renew_after = time.monotonic() + self._ttl_ms / 1000 * 2 / 3
+        return True
 
-    async def save(self, shard_id: str, position: str) -> None:
-        await self._ddb.put_item(
-            TableName=self._table,
-            Item={"pk": {"S": shard_id}, "position": {"S": position}},
-        )
+    async def release(self) -> None:
+        self._renew_after = 0.0
+        try:
+            await self._ddb.delete_item(
+                TableName=self._table,
+                Key={"pk": {"S": self._name}},
+                ConditionExpression="#o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": {"S": self.owner}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise

@@ -9,18 +9,23 @@ from uuid import UUID
 from nova_events import DomainEvent, EventEnvelope, EventMetadata, encode_payload
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def new_envelopes(
     aggregate_type: str,
     aggregate_id: UUID,
     events: Sequence[DomainEvent],
     expected_version: int,
     metadata: EventMetadata,
+    occurred_at: datetime | None = None,
 ) -> list[EventEnvelope]:
     if not events:
         raise ValueError("append_events needs at least one event")
     if expected_version < 0:
         raise ValueError(f"expected_version must be >= 0, got {expected_version}")
-    occurred_at = datetime.now(UTC)
+    occurred_at = occurred_at or utc_now()
     return [
         EventEnvelope(
             aggregate_type=aggregate_type,

@@ -1,18 +1,26 @@
-"""The outbox relay: every committed event goes to Kafka, at least once, in order.
+"""The outbox relay: every committed event reaches Kafka exactly once, in order.
 
-The event store's change stream is the outbox. The relay reads each shard from
-its checkpoint, publishes the batch without awaiting message by message, waits
-until Kafka has acknowledged all of it, and only then moves the checkpoint. A
-relay killed at any point therefore re-publishes (duplicates), never skips.
+The event store's change stream is the outbox. For each shard the relay reads
+from its checkpoint and publishes the events *and the new checkpoint* in one
+Kafka transaction, so a relay killed at any moment either published a batch
+and its checkpoint, or neither: nothing is lost and nothing is doubled for
+`read_committed` readers.
+
+Order: an aggregate's version n+1 is only appended after version n was
+committed (the command handler read it), so n's stream record precedes n+1's
+in the stream; shards are read parents first, as DynamoDB Streams asks. No
+wall clock is involved, so command-api replicas whose clocks disagree do not
+matter. One relay instance is active at a time (a lease); a second one waits
+as a standby, and Kafka fences a stale one out by its transactional id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from nova_events import EventEnvelope
@@ -21,16 +29,33 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Shard:
+    shard_id: str
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far a shard is published; `closed` once a closed shard is done."""
+
+    shard_id: str
+    position: str | None
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeBatch:
-    """Events read from one shard, and the position after the last of them."""
+    """Events read from one shard and the position after the last record."""
 
     shard_id: str
     events: Sequence[EventEnvelope]
     position: str | None
+    closed: bool = False
+    oldest_at: datetime | None = None
 
 
 class ChangeFeed(Protocol):
-    async def shards(self) -> list[str]: ...
+    async def shards(self) -> list[Shard]: ...
 
     async def read(self, shard_id: str, after: str | None) -> ChangeBatch: ...
 
@@ -39,61 +64,133 @@ class ChangeFeed(Protocol):
         ...
 
 
-class Checkpoints(Protocol):
-    async def load(self, shard_id: str) -> str | None: ...
-
-    async def save(self, shard_id: str, position: str) -> None: ...
-
-
 class Publisher(Protocol):
-    async def publish(self, events: Sequence[EventEnvelope]) -> None:
-        """Return once the broker has acknowledged every event."""
+    async def publish(
+        self, events: Sequence[EventEnvelope], checkpoint: Checkpoint
+    ) -> None:
+        """Publish `events` and `checkpoint` atomically, or raise having done
+        neither."""
         ...
+
+    async def load_checkpoints(self) -> dict[str, Checkpoint]:
+        """The checkpoints of every shard as last committed."""
+        ...
+
+
+class Lease(Protocol):
+    async def acquire(self) -> bool:
+        """Take or renew the lease; False while another relay holds it."""
+        ...
+
+    async def release(self) -> None: ...
+
+
+class RelayMetrics(Protocol):
+    def published(self, count: int) -> None: ...
+
+    def backlog(self, pending: int, oldest_at: datetime | None) -> None: ...
+
+    def active(self, is_active: bool) -> None: ...
+
+
+class NoMetrics:
+    def published(self, count: int) -> None:
+        pass
+
+    def backlog(self, pending: int, oldest_at: datetime | None) -> None:
+        pass
+
+    def active(self, is_active: bool) -> None:
+        pass
+
+
+def read_order(
+    shards: Sequence[Shard], checkpoints: dict[str, Checkpoint]
+) -> list[Shard]:
+    """Shards that may be read now, parents before children.
+
+    A child waits until its parent (if the stream still lists it) is closed and
+    fully published; finished shards are left out.
+    """
+    listed = {s.shard_id for s in shards}
+    done = {s for s, c in checkpoints.items() if c.closed}
+    ready: list[Shard] = []
+    for shard in shards:
+        if shard.shard_id in done:
+            continue
+        parent = shard.parent_id
+        if parent is not None and parent in listed and parent not in done:
+            continue
+        ready.append(shard)
+    return ready
 
 
 class OutboxRelay:
     def __init__(
         self,
         feed: ChangeFeed,
-        checkpoints: Checkpoints,
         publisher: Publisher,
+        lease: Lease,
+        metrics: RelayMetrics | None = None,
         poll_interval_s: float = 0.2,
     ) -> None:
         self._feed = feed
-        self._checkpoints = checkpoints
         self._publisher = publisher
+        self._lease = lease
+        self._metrics = metrics or NoMetrics()
         self._poll_interval_s = poll_interval_s
-        self._positions: dict[str, str | None] = {}
+        self._checkpoints: dict[str, Checkpoint] | None = None
         self.published = 0
 
     async def run_once(self) -> int:
         """Publish what is pending on every shard; returns how many events."""
+        active = await self._lease.acquire()
+        self._metrics.active(active)
+        if not active:
+            self._checkpoints = None  # the active relay moves them meanwhile
+            return 0
+        if self._checkpoints is None:
+            self._checkpoints = await self._publisher.load_checkpoints()
+            self._feed.forget()
+        checkpoints = self._checkpoints
         total = 0
-        for shard_id in await self._feed.shards():
-            if shard_id not in self._positions:
-                self._positions[shard_id] = await self._checkpoints.load(shard_id)
-            batch = await self._feed.read(shard_id, self._positions[shard_id])
-            if batch.events:
-                await self._publisher.publish(batch.events)
-                total += len(batch.events)
-            if batch.position and batch.position != self._positions[shard_id]:
-                await self._checkpoints.save(shard_id, batch.position)
-                self._positions[shard_id] = batch.position
+        for shard in read_order(await self._feed.shards(), checkpoints):
+            current = checkpoints.get(shard.shard_id)
+            after = current.position if current else None
+            batch = await self._feed.read(shard.shard_id, after)
+            moved = batch.position != after or batch.closed
+            if not batch.events and not moved:
+                continue
+            self._metrics.backlog(len(batch.events), batch.oldest_at)
+            checkpoint = Checkpoint(shard.shard_id, batch.position, batch.closed)
+            await self._publisher.publish(batch.events, checkpoint)
+            checkpoints[shard.shard_id] = checkpoint
+            total += len(batch.events)
+        self._metrics.backlog(0, None)
+        self._metrics.published(total)
         self.published += total
         return total
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                published = await self.run_once()
-            except Exception:
-                logger.exception("relay pass failed; retrying from the checkpoint")
-                self._positions.clear()
-                self._feed.forget()
-                published = 0
-                await asyncio.sleep(1.0)
-            if published:
-                logger.info("events published", extra={"count": published})
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._poll_interval_s)
+        try:
+            while not stop.is_set():
+                try:
+                    published = await self.run_once()
+                except Exception:
+                    logger.exception("relay pass failed; resuming from the checkpoint")
+                    self._checkpoints = None
+                    published = 0
+                    await asyncio.sleep(1.0)
+                if published:
+                    logger.info("events published", extra={"count": published})
+                else:
+                    await _wait(stop, self._poll_interval_s)
+        finally:
+            await self._lease.release()
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return
