@@ -6,7 +6,6 @@ GET /queries/audio/{id}, and the document in OpenSearch.
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..audio_samples import sine_wav
 from ..backends import ROOT, Backends
 from ..conftest import JWT_SECRET
 from ..kafka_reader import read_topic
+from ..net import free_port
 from ..waiting import eventually
 
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
@@ -37,12 +37,6 @@ from processes import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

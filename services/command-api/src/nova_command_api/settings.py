@@ -16,3 +16,4 @@ class CommandApiSettings(NovaSettings):
     idempotency_wait_s: float = Field(default=10.0, ge=0)
     relay_health_port: int = 8010
     relay_poll_interval_s: float = 0.2
+    relay_lease_ttl_s: float = Field(default=10.0, gt=0)

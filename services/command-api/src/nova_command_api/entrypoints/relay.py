@@ -70,7 +70,12 @@ def create_app(settings: CommandApiSettings) -> FastAPI:
             relay = OutboxRelay(
                 DynamoDBStreamFeed(ddb, streams, settings.event_store_table),
                 publisher,
-                DynamoDBLease(ddb, settings.relay_lease_table, settings.events_topic),
+                DynamoDBLease(
+                    ddb,
+                    settings.relay_lease_table,
+                    settings.events_topic,
+                    ttl_s=settings.relay_lease_ttl_s,
+                ),
                 metrics,
                 poll_interval_s=settings.relay_poll_interval_s,
             )
