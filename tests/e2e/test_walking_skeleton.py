@@ -94,6 +94,8 @@ async def test_created_audio_is_visible_everywhere(
 
         audio = await eventually(read_model, what="the audio in query-api")
 
+        metrics = await http.get(f"{services['relay'].url}/metrics")
+
         stranger = {
             "Authorization": f"Bearer {issue(uuid4(), 'audio:read', JWT_SECRET)}"
         }
@@ -107,6 +109,8 @@ async def test_created_audio_is_visible_everywhere(
     assert audio["title"] == "Hello"
     assert audio["version"] == 1
     assert hidden.status_code == 404
+    assert "nova_relay_published_events_total" in metrics.text
+    assert "nova_relay_active 1.0" in metrics.text
     assert hidden.headers["content-type"] == "application/problem+json"
 
     records = await read_topic(settings, until=1)

@@ -16,6 +16,8 @@ from nova_command_api.adapters.dynamodb_event_store import DynamoDBEventStore
 from nova_command_api.adapters.dynamodb_streams import DynamoDBLease, DynamoDBStreamFeed
 from nova_command_api.adapters.kafka_publisher import TransactionalKafkaPublisher
 from nova_command_api.application.relay import OutboxRelay
+from nova_command_api.entrypoints.relay import republish
+from nova_command_api.settings import CommandApiSettings
 from nova_events import AUDIO_FILE, AudioProcessingStarted, loads
 from nova_platform.aws import client_kwargs, session
 from nova_platform.kafka import make_producer
@@ -173,3 +175,22 @@ async def test_only_the_lease_holder_publishes(settings: NovaSettings) -> None:
 
         assert await standby.run_once() == 0
         assert await drain(active) == 1
+
+
+async def test_republish_sends_one_audio_again(settings: NovaSettings) -> None:
+    audio_id = uuid4()
+    async with open_relay(settings) as (store, relay):
+        started = AudioProcessingStarted(audio_id=audio_id)
+        await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
+        await store.append_events(AUDIO_FILE, audio_id, [started], 1, META)
+        await drain(relay)
+    before = len(await read_topic(settings, until=1))
+
+    count = await republish(
+        CommandApiSettings(**settings.model_dump()), audio_id, None, None
+    )
+
+    records = await read_topic(settings, until=before + 2)
+    ours = [loads(r.value) for r in records if loads(r.value).aggregate_id == audio_id]
+    assert count == 2
+    assert [e.version for e in ours] == [1, 2, 1, 2]

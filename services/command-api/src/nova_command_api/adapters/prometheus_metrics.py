@@ -15,11 +15,6 @@ class PrometheusRelayMetrics:
             "Events published to Kafka (committed transactions only)",
             registry=registry,
         )
-        self.republished = Counter(
-            "nova_relay_republished_events",
-            "Events published again by the republish command (duplicates by design)",
-            registry=registry,
-        )
         self._pending = Gauge(
             "nova_relay_pending_events",
             "Events read from the change stream and not yet committed to Kafka",
