@@ -34,6 +34,10 @@ lock: $(STAMP) ## Re-resolve requirements/lock.txt (exact versions, hashes, no U
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		$(addprefix --no-emit-package ,$(PACKAGE_NAMES)) -o requirements/lock.txt
 
+.PHONY: schemas
+schemas: $(STAMP) ## Re-export the event JSON Schemas into libs/events
+	$(BIN)/python -m nova_events.schemas
+
 .PHONY: lint
 lint: $(STAMP) ## ruff format check, ruff lint, mypy strict
 	$(BIN)/ruff format --check .

@@ -13,9 +13,16 @@ from .audio import (
     TranscriptionCompleted,
 )
 from .envelope import EventEnvelope, EventMetadata
-from .registry import UnknownEventError, decode_payload, encode_payload, model_for
+from .registry import (
+    UnknownEventError,
+    decode_payload,
+    encode_payload,
+    model_for,
+    upcaster,
+)
 from .serialization import dumps, loads
 from .topics import AUDIO_EVENTS_TOPIC
+from .versioning import Payload, SchemaRegistry, SchemaRegistryError, Upcaster
 
 __all__ = [
     "AUDIO_EVENTS",
@@ -29,12 +36,17 @@ __all__ = [
     "DomainEvent",
     "EventEnvelope",
     "EventMetadata",
+    "Payload",
+    "SchemaRegistry",
+    "SchemaRegistryError",
     "Segment",
     "TranscriptionCompleted",
     "UnknownEventError",
+    "Upcaster",
     "decode_payload",
     "dumps",
     "encode_payload",
     "loads",
     "model_for",
+    "upcaster",
 ]

@@ -1,38 +1,81 @@
-"""Maps an envelope's `(event_type, schema_version)` to its payload model."""
+"""The registry of Nova's events: every model, every upcaster, checked at import.
+
+To change an event's shape incompatibly (as `nova_events.schemas.
+compatibility_breaks` defines it): bump `schema_version` on its model, declare
+the upcaster from the old version below, run `make schemas` and commit the new
+JSON Schema next to the old one, and add a golden sample of the new version
+under `nova_events/samples/`::
+
+    @upcaster("AudioCreated", from_version=1)
+    def _audio_created_v1_to_v2(data: Payload) -> Payload:
+        data["display_name"] = data.pop("title")
+        return data
+
+A compatible change (a new optional field) needs no new version.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .audio import AUDIO_EVENTS, DomainEvent
 from .envelope import EventEnvelope
+from .versioning import (
+    Payload,
+    SchemaRegistry,
+    SchemaRegistryError,
+    UnknownEventError,
+    UpcasterT,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Payload",
+    "SchemaRegistry",
+    "SchemaRegistryError",
+    "UnknownEventError",
+    "decode_payload",
+    "encode_payload",
+    "model_for",
+    "upcaster",
+]
+
+REGISTRY = SchemaRegistry()
+"""The events of this package at their current versions, and their upcasters."""
+
+for _model in AUDIO_EVENTS:
+    REGISTRY.register(_model)
 
 
-class UnknownEventError(ValueError):
-    """Raised when an envelope names an event type or schema version this
-    package does not know; upgrade `nova-events` on the reading service."""
+def upcaster(event_type: str, *, from_version: int) -> Callable[[UpcasterT], UpcasterT]:
+    """Declare, in this module, the upcaster of a real event from `from_version`
+    to `from_version + 1` (the chain is checked when this module is imported)."""
+    return REGISTRY.upcaster(event_type, from_version=from_version)
 
 
-_MODELS: dict[str, type[DomainEvent]] = {m.event_type(): m for m in AUDIO_EVENTS}
+# Upcasters of the real events go here. Every event is at schema version 1 today.
+
+
+REGISTRY.validate()
 
 
 def model_for(event_type: str, schema_version: int) -> type[DomainEvent]:
-    """The payload model of `event_type` at `schema_version`."""
-    model = _MODELS.get(event_type)
-    if model is None:
-        raise UnknownEventError(
-            f"unknown event type {event_type!r}; known: {sorted(_MODELS)}"
-        )
-    if schema_version != model.schema_version:
-        raise UnknownEventError(
-            f"{event_type} schema version {schema_version} is not supported; this "
-            f"reader knows version {model.schema_version}"
-        )
-    return model
+    """The payload model of `event_type` at `schema_version`.
+
+    Raises `UnknownEventError` for an unknown type or version, and for an older
+    version whose model is no longer kept (`decode_payload` upcasts those).
+    """
+    return REGISTRY.model_for(event_type, schema_version)
 
 
 def decode_payload(envelope: EventEnvelope) -> DomainEvent:
-    """The typed payload of `envelope`, validated against its model."""
-    model = model_for(envelope.event_type, envelope.schema_version)
-    return model.model_validate(envelope.data)
+    """The typed payload of `envelope` at its event type's current version.
+
+    Older versions are upcast first, so callers never see an old shape. Raises
+    `UnknownEventError` for an unknown event type or a version newer than this
+    package knows, and `pydantic.ValidationError` for an invalid payload.
+    """
+    return REGISTRY.decode(envelope)
 
 
 def encode_payload(event: DomainEvent) -> dict[str, object]:
