@@ -1,59 +1,93 @@
 """The consume loop shared by every Kafka consumer service.
 
-Records arrive in batches; the batch's effects are applied by the service's
-handler, and only then is the offset committed. A failed batch is rewound
-(not committed) and retried with exponential backoff, so a transient outage
-of a backend delays the projection but never loses an event.
+Records arrive in batches (FastStream over aiokafka, `read_committed`). The
+batch is applied through `BatchProcessor`, which parks poison events per
+audio, and only then is the offset committed. A transient failure rewinds the
+batch and retries it with exponential backoff, so an outage of a backend delays
+the consumer but never loses or parks an event.
+
+Each consumer app serves `/healthz`, `/readyz` and `/metrics` (lag per
+partition, age of the last applied event, applied and parked counts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, make_ping_asgi
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
 
-from nova_events import EventEnvelope, loads
-
+from .aws import client_kwargs, session
+from .batches import BatchHandler, BatchProcessor, to_record
+from .kafka import make_producer
+from .parking import KafkaDynamoDBParking, Parking
 from .settings import NovaSettings
 
 logger = logging.getLogger(__name__)
 
-BatchHandler = Callable[[Sequence[EventEnvelope]], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
 
 MAX_BACKOFF_S = 30.0
 
 
-def decode_records(records: Sequence[Any]) -> list[EventEnvelope]:
-    """Envelopes of a batch's records; an undecodable record is logged and left out."""
-    envelopes: list[EventEnvelope] = []
-    for record in records:
-        try:
-            envelopes.append(loads(record.value))
-        except (ValidationError, ValueError) as exc:
-            logger.error(
-                "undecodable record skipped",
-                extra={
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "error": str(exc)[:500],
-                },
-            )
-    return envelopes
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = Gauge(
+            "nova_consumer_lag",
+            "Records in the partition not yet consumed by this group",
+            ["partition"],
+            registry=registry,
+        )
+        self.last_applied_age = Gauge(
+            "nova_consumer_last_applied_age_seconds",
+            "Age of the newest event applied, when it was applied",
+            registry=registry,
+        )
+        self.applied = Counter(
+            "nova_consumer_applied_events", "Events applied", registry=registry
+        )
+        self.parked_events = Counter(
+            "nova_consumer_parked_events",
+            "Events sent to the dead-letter topic",
+            registry=registry,
+        )
+        self.parked_aggregates = Gauge(
+            "nova_consumer_parked_aggregates",
+            "Audios parked for this group, waiting for a redrive",
+            registry=registry,
+        )
+        self.batch_failures = Counter(
+            "nova_consumer_batch_failures",
+            "Batches rewound after a transient failure",
+            registry=registry,
+        )
 
 
-async def _raw(message: Any) -> Any:
-    # Records are decoded (and validated) by `decode_records`, once, not by
-    # FastStream's JSON decoding.
-    return None
+async def open_parking(
+    settings: NovaSettings, service: str, stack: AsyncExitStack
+) -> Parking:
+    """Parking on the dead-letter topic and the parking table, closed by `stack`."""
+    ddb = await stack.enter_async_context(
+        session().client("dynamodb", **client_kwargs(settings))
+    )
+    producer = make_producer(settings)
+    await producer.start()
+    stack.push_async_callback(producer.stop)
+    return KafkaDynamoDBParking(
+        producer,
+        settings.dead_letter_topic,
+        ddb,
+        settings.parking_table,
+        settings.consumer_group(service),
+    )
 
 
 def build_consumer_app(
@@ -65,17 +99,23 @@ def build_consumer_app(
     on_shutdown: Sequence[Hook] = (),
     max_records: int = 500,
 ) -> AsgiFastStream:
-    """An ASGI app that consumes the events topic as group `nova-<service>`.
-
-    It serves `/healthz` and `/readyz` (the broker answers) beside the consumer.
-    """
+    """An ASGI app that consumes the events topic as group `nova-<service>`."""
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"nova-{service}",
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
     )
+    registry = CollectorRegistry()
+    metrics = ConsumerMetrics(registry)
+    stack = AsyncExitStack()
+    processor: BatchProcessor | None = None
     failures = 0
+
+    async def start() -> None:
+        nonlocal processor
+        parking = await open_parking(settings, service, stack)
+        processor = BatchProcessor(handle_batch, parking)
 
     @broker.subscriber(
         settings.events_topic,
@@ -91,30 +131,70 @@ def build_consumer_app(
     )
     async def on_batch(body: Any, message: KafkaMessage) -> None:
         nonlocal failures
-        records = message.raw_message
-        batch = records if isinstance(records, tuple) else (records,)
-        envelopes = decode_records(batch)
+        if processor is None:
+            raise RuntimeError("the consumer started before its parking")
+        raw = message.raw_message
+        records = [to_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
+        applied, parked = processor.applied, processor.parked_events
         try:
-            await handle_batch(envelopes)
+            await processor.process(records)
         except Exception:
             failures += 1
+            metrics.batch_failures.inc()
             delay = min(MAX_BACKOFF_S, 0.2 * 2 ** min(failures, 8))
             logger.exception(
                 "batch failed; rewinding to retry",
-                extra={"records": len(batch), "attempt": failures, "retry_in_s": delay},
+                extra={
+                    "records": len(records),
+                    "attempt": failures,
+                    "retry_in_s": delay,
+                },
             )
             await message.nack()
             await asyncio.sleep(delay)
             return
         failures = 0
         await message.ack()
-        logger.debug("batch applied", extra={"records": len(batch)})
+        metrics.applied.inc(processor.applied - applied)
+        metrics.parked_events.inc(processor.parked_events - parked)
+        metrics.parked_aggregates.set(processor.parked_aggregates)
+        newest = max((r.timestamp for r in _raws(raw)), default=None)
+        if newest is not None:
+            metrics.last_applied_age.set(max(0.0, time.time() - newest / 1000))
+        await _record_lag(message, metrics)
 
     ping = make_ping_asgi(broker, timeout=5.0, include_in_schema=False)
     return AsgiFastStream(
         broker,
+        asgi_routes=[
+            ("/healthz", ping),
+            ("/readyz", ping),
+            ("/metrics", make_asgi_app(registry)),
+        ],
         logger=logging.getLogger("faststream"),
-        asgi_routes=[("/healthz", ping), ("/readyz", ping)],
-        on_startup=list(on_startup),
-        after_shutdown=list(on_shutdown),
+        on_startup=[*on_startup, start],
+        after_shutdown=[*on_shutdown, stack.aclose],
     )
+
+
+async def _raw(message: Any) -> Any:
+    # Records are decoded (and validated) once, by the BatchProcessor.
+    return None
+
+
+def _raws(raw: Any) -> tuple[Any, ...]:
+    return raw if isinstance(raw, tuple) else (raw,)
+
+
+async def _record_lag(message: KafkaMessage, metrics: ConsumerMetrics) -> None:
+    consumer = getattr(message, "consumer", None)
+    if consumer is None:
+        return
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = await consumer.position(tp)
+        metrics.lag.labels(partition=str(tp.partition)).set(
+            max(0, highwater - position)
+        )

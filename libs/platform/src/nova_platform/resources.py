@@ -77,6 +77,22 @@ def _single_key_table(name: str) -> dict[str, Any]:
     }
 
 
+def parking_table(settings: NovaSettings) -> dict[str, Any]:
+    """Audios parked per consumer group: pk = group, sk = audio id."""
+    return {
+        "TableName": settings.parking_table,
+        "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+    }
+
+
 def relay_lease_table(settings: NovaSettings) -> dict[str, Any]:
     """The lease that keeps one outbox relay active at a time."""
     return _single_key_table(settings.relay_lease_table)
@@ -128,6 +144,7 @@ async def ensure_tables(settings: NovaSettings) -> None:
         event_store_table(settings),
         read_model_table(settings),
         relay_lease_table(settings),
+        parking_table(settings),
         idempotency_table(settings),
     )
     async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
@@ -173,6 +190,12 @@ async def ensure_topics(settings: NovaSettings) -> None:
     topics = [
         NewTopic(
             name=settings.events_topic,
+            num_partitions=EVENTS_TOPIC_PARTITIONS,
+            replication_factor=1,
+            topic_configs={"min.insync.replicas": "1"},
+        ),
+        NewTopic(
+            name=settings.dead_letter_topic,
             num_partitions=EVENTS_TOPIC_PARTITIONS,
             replication_factor=1,
             topic_configs={"min.insync.replicas": "1"},

@@ -35,6 +35,12 @@ class NovaSettings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
 
+    projection_pointer_ttl_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="how long readers cache which read-model table is active",
+    )
+
     def _named(self, base: str) -> str:
         return f"{base}-{self.resource_suffix}" if self.resource_suffix else base
 
@@ -45,6 +51,11 @@ class NovaSettings(BaseSettings):
     @property
     def read_model_table(self) -> str:
         return self._named("nova-audio-read-model")
+
+    @property
+    def projections_table(self) -> str:
+        """Which table or index each projection's readers use (see rebuilds)."""
+        return self._named("nova-projections")
 
     @property
     def relay_lease_table(self) -> str:
@@ -69,6 +80,14 @@ class NovaSettings(BaseSettings):
     @property
     def events_topic(self) -> str:
         return self._named(AUDIO_EVENTS_TOPIC)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self._named("nova.audio.events.dlq.v1")
+
+    @property
+    def parking_table(self) -> str:
+        return self._named("nova-parked-audio")
 
     @property
     def search_alias(self) -> str:
