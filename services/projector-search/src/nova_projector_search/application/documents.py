@@ -20,11 +20,22 @@ Document = dict[str, Any]
 
 def apply_event(
     doc: Document | None, envelope: EventEnvelope, event: DomainEvent
-) -> Document | None:
-    """The document after `event`; None when the audio was erased."""
+) -> Document:
+    """The document after `event`.
+
+    Erasure leaves a tombstone (ids, status and version, nothing personal)
+    rather than deleting the document: OpenSearch forgets a deleted document's
+    version after `index.gc_deletes`, and a late redelivery could then bring
+    the data back. Searches filter `status: deleted` out.
+    """
     at = envelope.occurred_at.isoformat()
     if isinstance(event, AudioDeleted):
-        return None
+        return {
+            "audio_id": str(event.audio_id),
+            "status": "deleted",
+            "version": envelope.version,
+            "updated_at": at,
+        }
     current: Document = dict(doc or {"audio_id": str(event.audio_id)})
     current["version"] = envelope.version
     current["updated_at"] = at
