@@ -1,0 +1,38 @@
+"""Drops query-api's cached copies of the items a batch changed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from nova_platform.cache import audio_key
+from nova_platform.settings import NovaSettings
+
+logger = logging.getLogger(__name__)
+
+
+class RedisCacheInvalidator:
+    """Deletes the cache entries of changed audios, in one round trip.
+
+    A Redis outage is logged and does not hold the projection back: entries
+    expire by their TTL, and readers that send `min_version` skip a stale one.
+    """
+
+    def __init__(self, redis: Redis, settings: NovaSettings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self.failures = 0
+
+    async def invalidate(self, audio_ids: Sequence[str]) -> None:
+        keys = [audio_key(self._settings, a) for a in audio_ids]
+        try:
+            await self._redis.delete(*keys)
+        except (RedisError, OSError) as exc:
+            self.failures += 1
+            logger.warning(
+                "cache invalidation failed; entries expire by TTL",
+                extra={"keys": len(keys), "error": str(exc)},
+            )
