@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from nova_events import EventEnvelope, EventMetadata, dumps
 from nova_platform.batches import BatchProcessor, is_transient
-from nova_platform.parking import InMemoryParking, Record
+from nova_platform.parking import InMemoryParking, Record, redrive
 
 
 def record(
@@ -132,3 +132,21 @@ async def test_after_a_redrive_the_audio_flows_again() -> None:
 )
 def test_transient_errors_are_told_apart(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+async def test_redrive_repairs_then_unparks_each_audio() -> None:
+    parking = InMemoryParking()
+    first, second = uuid4(), uuid4()
+    await parking.park(str(first), [], "poison")
+    await parking.park(str(second), [], "poison")
+    repaired: list[UUID] = []
+
+    async def repair(audio_id: UUID) -> None:
+        assert await parking.is_parked(str(audio_id)), "repair runs before unpark"
+        repaired.append(audio_id)
+
+    done = await redrive(parking, repair)
+
+    assert sorted(repaired, key=str) == sorted([first, second], key=str)
+    assert set(done) == {str(first), str(second)}
+    assert parking.marks == {}

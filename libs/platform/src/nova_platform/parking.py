@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
 
@@ -64,7 +65,7 @@ class KafkaDynamoDBParking:
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producer: AIOKafkaProducer | None,
         dlq_topic: str,
         ddb: DynamoDBClient,
         table_name: str,
@@ -103,8 +104,11 @@ class KafkaDynamoDBParking:
     async def park(
         self, aggregate_id: str, records: Sequence[Record], reason: str
     ) -> None:
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("parking needs a producer for the dead-letter topic")
         sent = [
-            await self._producer.send(
+            await producer.send(
                 self._dlq_topic,
                 key=record.key,
                 value=record.value,
@@ -168,3 +172,25 @@ class InMemoryParking:
 
     async def unpark(self, aggregate_id: str) -> None:
         self.marks.pop(aggregate_id, None)
+
+
+async def redrive(
+    parking: Parking,
+    repair: Callable[[UUID], Awaitable[None]],
+    aggregate_id: str | None = None,
+) -> list[str]:
+    """Repair each parked audio (or just `aggregate_id`) from the event store,
+    then lift its mark; returns the audios redriven.
+
+    Run it once the cause of the parking is fixed. The consumer checks the mark
+    again before parking an audio's next event, so events that arrive during
+    the redrive are applied or repaired, not parked behind it.
+    """
+    targets = [aggregate_id] if aggregate_id else sorted(await parking.parked())
+    done: list[str] = []
+    for target in targets:
+        await repair(UUID(target))
+        await parking.unpark(target)
+        logger.info("audio redriven", extra={"audio_id": target})
+        done.append(target)
+    return done

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from opensearchpy import AsyncOpenSearch
 
 from .aws import client_kwargs, session
+from .projections import read_pointer
 from .settings import NovaSettings
 
 if TYPE_CHECKING:
@@ -64,8 +65,11 @@ def event_store_table(settings: NovaSettings) -> dict[str, Any]:
     return _keyed_table(settings.event_store_table, "gsi1", stream=True)
 
 
-def read_model_table(settings: NovaSettings) -> dict[str, Any]:
-    return _keyed_table(settings.read_model_table, "gsi1-user-audio", stream=False)
+def read_model_table(settings: NovaSettings, name: str | None = None) -> dict[str, Any]:
+    """The read model's layout, named `name` (a rebuild's table) or the default."""
+    return _keyed_table(
+        name or settings.read_model_table, "gsi1-user-audio", stream=False
+    )
 
 
 def _single_key_table(name: str) -> dict[str, Any]:
@@ -91,6 +95,11 @@ def parking_table(settings: NovaSettings) -> dict[str, Any]:
             {"AttributeName": "sk", "AttributeType": "S"},
         ],
     }
+
+
+def projections_table(settings: NovaSettings) -> dict[str, Any]:
+    """Which read-model table is active, one item per projection (rebuilds)."""
+    return _single_key_table(settings.projections_table)
 
 
 def relay_lease_table(settings: NovaSettings) -> dict[str, Any]:
@@ -139,28 +148,44 @@ def search_index_body() -> dict[str, Any]:
 
 
 async def ensure_tables(settings: NovaSettings) -> None:
-    """Create the DynamoDB tables that do not exist yet and wait until active."""
-    specs = (
-        event_store_table(settings),
-        read_model_table(settings),
-        relay_lease_table(settings),
-        parking_table(settings),
-        idempotency_table(settings),
-    )
+    """Create the DynamoDB tables that do not exist yet and wait until active.
+
+    After a rebuild, the read-model table ensured is the one the pointer names.
+    """
     async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+        await ensure_table(ddb, projections_table(settings))
+        active = await read_pointer(ddb, settings)
+        specs = (
+            event_store_table(settings),
+            read_model_table(settings, active),
+            relay_lease_table(settings),
+            parking_table(settings),
+            idempotency_table(settings),
+        )
         for spec in specs:
-            try:
-                await ddb.create_table(**spec)
-                logger.info("created table", extra={"table": spec["TableName"]})
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ResourceInUseException":
-                    raise
-            waiter = ddb.get_waiter("table_exists")
-            await waiter.wait(
-                TableName=spec["TableName"],
-                WaiterConfig={"Delay": 1, "MaxAttempts": 60},
-            )
+            await ensure_table(ddb, spec)
         await _expire_idempotency_records(ddb, settings.idempotency_table)
+
+
+async def ensure_table(
+    ddb: DynamoDBClient, spec: dict[str, Any], *, exist_ok: bool = True
+) -> None:
+    """Create the table of `spec` and wait until it is active.
+
+    An existing table is fine unless `exist_ok` is False (then the
+    `ResourceInUseException` is raised).
+    """
+    try:
+        await ddb.create_table(**spec)
+        logger.info("created table", extra={"table": spec["TableName"]})
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException" or not exist_ok:
+            raise
+    waiter = ddb.get_waiter("table_exists")
+    await waiter.wait(
+        TableName=spec["TableName"],
+        WaiterConfig={"Delay": 1, "MaxAttempts": 60},
+    )
 
 
 async def _expire_idempotency_records(ddb: DynamoDBClient, table: str) -> None:

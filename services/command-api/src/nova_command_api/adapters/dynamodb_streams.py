@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from nova_platform.event_items import from_item
+
 from ..application.relay import ChangeBatch, Shard
-from .dynamodb_event_store import from_item
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -9,21 +9,16 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
+from nova_platform.projections import TableName, resolve
+
 from ..application.projection import ItemChange
+from ..application.projector import ProjectionGapError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 logger = logging.getLogger(__name__)
 _serializer = TypeSerializer()
-
-
-class ProjectionGapError(Exception):
-    """Raised when an event arrives before the one it follows was applied.
-
-    The batch is retried; the missing event is still ahead in the topic or
-    being redelivered.
-    """
 
 
 def _plain_decimals(value: Any) -> Any:
@@ -37,9 +32,13 @@ def _plain_decimals(value: Any) -> Any:
 
 
 class DynamoDBReadModel:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    """The read-model table; `table` is a fixed name (a rebuild's new table) or
+    `nova_platform.projections.ActiveReadModelTable`, read on every change so
+    the live projector follows a rebuild's switch."""
+
+    def __init__(self, client: DynamoDBClient, table: str | TableName) -> None:
         self._client = client
-        self._table = table_name
+        self._table = table
 
     async def apply(self, change: ItemChange) -> bool:
         """Apply `change` once; returns False when it was already applied."""
@@ -64,9 +63,10 @@ class DynamoDBReadModel:
         else:
             condition = "#version = :previous"
             attr_values[":previous"] = {"N": str(change.version - 1)}
+        table = await resolve(self._table)
         try:
             await self._client.update_item(
-                TableName=self._table,
+                TableName=table,
                 Key=key,
                 UpdateExpression=expression,
                 ConditionExpression=condition,
@@ -77,21 +77,18 @@ class DynamoDBReadModel:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-        stored = await self._stored_version(key)
+        stored = await self._stored_version(table, key)
         if stored is not None and stored >= change.version:
             logger.info(
                 "duplicate event ignored",
                 extra={"audio_id": change.audio_id, "version": change.version},
             )
             return False
-        raise ProjectionGapError(
-            f"audio {change.audio_id}: event version {change.version} arrived but the "
-            f"read model is at {stored}; waiting for the missing events"
-        )
+        raise ProjectionGapError(change.audio_id, change.version, stored)
 
-    async def _stored_version(self, key: dict[str, Any]) -> int | None:
+    async def _stored_version(self, table: str, key: dict[str, Any]) -> int | None:
         item = await self._client.get_item(
-            TableName=self._table,
+            TableName=table,
             Key=key,
             ConsistentRead=True,
             ProjectionExpression="#v",

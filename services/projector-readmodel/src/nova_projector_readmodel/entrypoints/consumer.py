@@ -7,15 +7,22 @@ from contextlib import AsyncExitStack
 
 from faststream.asgi import AsgiFastStream
 from pydantic_settings import SettingsConfigDict
+from redis.asyncio import Redis
 
 from nova_events import EventEnvelope
 from nova_platform.aws import client_kwargs, session
+from nova_platform.commands import parse_command
 from nova_platform.consumer import build_consumer_app
+from nova_platform.event_reader import DynamoDBEventReader
+from nova_platform.projections import ActiveReadModelTable
 from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
 
 from ..adapters.dynamodb_read_model import DynamoDBReadModel
+from ..adapters.redis_cache import RedisCacheInvalidator
 from ..application.projector import ReadModelProjector
+from .rebuild import run_rebuild
+from .redrive import run_redrive
 
 SERVICE = "projector-readmodel"
 
@@ -35,8 +42,12 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
         ddb = await stack.enter_async_context(
             session().client("dynamodb", **client_kwargs(settings))
         )
+        redis = Redis.from_url(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
         projector = ReadModelProjector(
-            DynamoDBReadModel(ddb, settings.read_model_table)
+            DynamoDBReadModel(ddb, ActiveReadModelTable(ddb, settings)),
+            DynamoDBEventReader(ddb, settings.event_store_table),
+            RedisCacheInvalidator(redis, settings),
         )
 
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:
@@ -53,6 +64,13 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
     )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve; or `nova-projector-readmodel rebuild` (see `rebuild.py`)."""
+    args = parse_command("nova-projector-readmodel", argv)
     settings = ProjectorSettings()
+    if args.command == "rebuild":
+        raise SystemExit(run_rebuild(settings, args.grace_s))
+    if args.command == "redrive":
+        aggregate = str(args.aggregate) if args.aggregate else None
+        raise SystemExit(run_redrive(settings, SERVICE, aggregate))
     serve(SERVICE, settings, settings.http_port, create_app)

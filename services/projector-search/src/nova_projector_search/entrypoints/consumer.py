@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 
 from faststream.asgi import AsgiFastStream
 from opensearchpy import AsyncOpenSearch
 from pydantic_settings import SettingsConfigDict
 
 from nova_events import EventEnvelope
+from nova_platform.aws import client_kwargs, session
+from nova_platform.commands import parse_command
 from nova_platform.consumer import build_consumer_app
+from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
 
 from ..adapters.opensearch_index import OpenSearchIndex
 from ..application.projector import SearchProjector
+from .rebuild import run_rebuild
+from .redrive import run_redrive
 
 SERVICE = "projector-search"
 
@@ -27,16 +33,41 @@ class ProjectorSettings(NovaSettings):
 
 def create_app(settings: ProjectorSettings) -> AsgiFastStream:
     client = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=30)
-    projector = SearchProjector(OpenSearchIndex(client, settings.search_alias))
+    stack = AsyncExitStack()
+    stack.push_async_callback(client.close)
+    projector: SearchProjector | None = None
+
+    async def start() -> None:
+        nonlocal projector
+        ddb = await stack.enter_async_context(
+            session().client("dynamodb", **client_kwargs(settings))
+        )
+        projector = SearchProjector(
+            OpenSearchIndex(client, settings.search_alias),
+            DynamoDBEventReader(ddb, settings.event_store_table),
+        )
 
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:
+        if projector is None:
+            raise RuntimeError("the event store client is not open yet")
         await projector.project(envelopes)
 
     return build_consumer_app(
-        settings, service=SERVICE, handle_batch=handle, on_shutdown=[client.close]
+        settings,
+        service=SERVICE,
+        handle_batch=handle,
+        on_startup=[start],
+        on_shutdown=[stack.aclose],
     )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve; or `nova-projector-search rebuild` (see `rebuild.py`)."""
+    args = parse_command("nova-projector-search", argv)
     settings = ProjectorSettings()
+    if args.command == "rebuild":
+        raise SystemExit(run_rebuild(settings, args.grace_s))
+    if args.command == "redrive":
+        aggregate = str(args.aggregate) if args.aggregate else None
+        raise SystemExit(run_redrive(settings, SERVICE, aggregate))
     serve(SERVICE, settings, settings.http_port, create_app)

@@ -1,4 +1,4 @@
-"""Reads `nova-audio-read-model` items."""
+"""Reads `nova-audio-read-model` items (or those of the table a rebuild switched to)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from boto3.dynamodb.types import TypeDeserializer
+
+from nova_platform.projections import TableName, resolve
 
 from ..application.queries import AudioReadModel
 
@@ -16,13 +18,16 @@ _deserializer = TypeDeserializer()
 
 
 class DynamoDBReadModelRepository:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    """`table` is a fixed name or `nova_platform.projections.ActiveReadModelTable`
+    (what the service uses), so reads follow a rebuild's switch."""
+
+    def __init__(self, client: DynamoDBClient, table: str | TableName) -> None:
         self._client = client
-        self._table = table_name
+        self._table = table
 
     async def get(self, audio_id: UUID) -> AudioReadModel | None:
         response = await self._client.get_item(
-            TableName=self._table,
+            TableName=await resolve(self._table),
             Key={"pk": {"S": f"AUDIO#{audio_id}"}, "sk": {"S": "METADATA"}},
         )
         item = response.get("Item")

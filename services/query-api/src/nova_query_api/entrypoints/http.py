@@ -20,6 +20,7 @@ from nova_platform.http.problems import (
     install_problem_handlers,
 )
 from nova_platform.http.security import bearer_principal, correlation_middleware
+from nova_platform.projections import ActiveReadModelTable
 from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
 
@@ -42,9 +43,11 @@ def create_app(settings: QueryApiSettings) -> FastAPI:
             ddb = await stack.enter_async_context(
                 session().client("dynamodb", **client_kwargs(settings))
             )
-            repository = DynamoDBReadModelRepository(ddb, settings.read_model_table)
+            table = ActiveReadModelTable(ddb, settings)
+            repository = DynamoDBReadModelRepository(ddb, table)
             app.state.queries = AudioQueryHandler(repository)
             app.state.ddb = ddb
+            app.state.read_model_table = table
             yield
 
     app = FastAPI(
@@ -81,8 +84,9 @@ def create_app(settings: QueryApiSettings) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> dict[str, str]:
         try:
+            table: ActiveReadModelTable = request.app.state.read_model_table
             await request.app.state.ddb.describe_table(
-                TableName=settings.read_model_table
+                TableName=await table.table_name()
             )
         except Exception as exc:
             raise NotReady(f"the read model is not reachable: {exc}") from exc

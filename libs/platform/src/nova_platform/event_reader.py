@@ -1,0 +1,42 @@
+"""Read access to the event store for consumers: gap repair and redrive."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from nova_events import EventEnvelope
+
+from .event_items import from_item, sort_key
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+
+class DynamoDBEventReader:
+    """One audio's stream from `nova-event-store`, every page of it."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    async def get_events(
+        self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
+    ) -> list[EventEnvelope]:
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND sk >= :sk",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": f"{aggregate_type}#{aggregate_id}"},
+                ":sk": {"S": sort_key(max(from_version, 1))},
+            },
+            "ConsistentRead": True,
+        }
+        found: list[EventEnvelope] = []
+        while True:
+            page = await self._client.query(**request)
+            found.extend(from_item(item) for item in page.get("Items", []))
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return found
+            request["ExclusiveStartKey"] = last
