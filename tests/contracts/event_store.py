@@ -8,7 +8,11 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from nova_command_api.application.ports import ConcurrencyError, EventStore
+from nova_command_api.application.ports import (
+    ConcurrencyError,
+    EventStore,
+    EventTooLargeError,
+)
 from nova_events import (
     AUDIO_FILE,
     AudioCreated,
@@ -135,6 +139,19 @@ class EventStoreContract:
             1,
             2,
         ]
+
+    async def test_an_event_too_large_for_one_item_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        audio_id = uuid4()
+        huge = AudioCreated(
+            audio_id=audio_id, user_id=uuid4(), s3_key="k", title="x" * 400_000
+        )
+
+        with pytest.raises(EventTooLargeError):
+            await store.append_events(AUDIO_FILE, audio_id, [huge], 0, META)
+
+        assert await store.get_events(AUDIO_FILE, audio_id) == []
 
     async def test_events_by_type_from_a_time(self, store: EventStore) -> None:
         before = datetime.now(UTC) - timedelta(seconds=1)

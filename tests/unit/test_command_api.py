@@ -483,6 +483,35 @@ def test_forbidden_transition_and_foreign_audio(
     assert asyncio.run(world.events(audio_id)) == before
 
 
+def test_a_transcript_too_large_for_one_event_is_a_413(world: World) -> None:
+    settings = CommandApiSettings(jwt_secret=SECRET, max_upload_bytes=2_000_000)
+    app = create_app(settings, world.store, world.storage, world.idempotency)
+    with TestClient(app) as client:
+        _post_too_large_transcript(client)
+
+
+def _post_too_large_transcript(client: TestClient) -> None:
+    audio_id = upload(client).json()["audio_id"]
+    client.post(f"/commands/audio/{audio_id}/transcribe", headers=auth())
+    segments = [{"start": i, "end": i + 1, "text": "w" * 9_000} for i in range(50)]
+
+    response = client.post(
+        f"/commands/audio/{audio_id}/transcription-result",
+        json={
+            "outcome": "completed",
+            "attempt": 1,
+            "text": "w" * 10,
+            "confidence": 0.5,
+            "language": "en-US",
+            "segments": segments,
+        },
+        headers=auth("service:transcriber", uuid4()),
+    )
+
+    assert response.status_code == 413
+    assert response.json()["type"].endswith("/event-too-large")
+
+
 def test_result_of_a_finished_attempt_is_refused(client: TestClient) -> None:
     audio_id = upload(client).json()["audio_id"]
     service = auth("service:transcriber", uuid4())

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from nova_events import DomainEvent, EventEnvelope, EventMetadata, encode_payload
+from nova_events import DomainEvent, EventEnvelope, EventMetadata, dumps, encode_payload
+
+from ..application.ports import MAX_EVENT_BYTES, EventTooLargeError
 
 
 def utc_now() -> datetime:
@@ -26,7 +28,7 @@ def new_envelopes(
     if expected_version < 0:
         raise ValueError(f"expected_version must be >= 0, got {expected_version}")
     occurred_at = occurred_at or utc_now()
-    return [
+    envelopes = [
         EventEnvelope(
             aggregate_type=aggregate_type,
             aggregate_id=aggregate_id,
@@ -39,3 +41,8 @@ def new_envelopes(
         )
         for offset, event in enumerate(events, start=1)
     ]
+    for envelope in envelopes:
+        size = len(dumps(envelope))
+        if size > MAX_EVENT_BYTES:
+            raise EventTooLargeError(envelope.event_type, size)
+    return envelopes

@@ -9,6 +9,25 @@ from uuid import UUID
 
 from nova_events import DomainEvent, EventEnvelope, EventMetadata
 
+# DynamoDB refuses items over 400 KB; keep room for the item's attribute names.
+MAX_EVENT_BYTES = 350_000
+
+
+class EventTooLargeError(ValueError):
+    """Raised when one event would not fit in an event store item.
+
+    Nothing is written. Send less (fewer or shorter segments) in one event.
+    """
+
+    def __init__(self, event_type: str, size: int) -> None:
+        self.event_type = event_type
+        self.size = size
+        super().__init__(
+            f"{event_type} would take {size / 1000:.0f} kB; one event holds at most "
+            f"{MAX_EVENT_BYTES / 1000:.0f} kB. Send a shorter transcript or fewer "
+            "segments"
+        )
+
 
 class ConcurrencyError(Exception):
     """Raised when another writer appended to the stream first.

@@ -15,7 +15,7 @@ from ..application.errors import (
     StaleAttemptError,
     VersionMismatchError,
 )
-from ..application.ports import ConcurrencyError
+from ..application.ports import ConcurrencyError, EventTooLargeError
 from ..application.storage import (
     AudioObjectMissingError,
     AudioStorageError,
@@ -80,6 +80,16 @@ def _stale(exc: StaleAttemptError) -> Problem:
     )
 
 
+def _too_large(exc: EventTooLargeError) -> Problem:
+    return Problem(
+        str(exc),
+        status=413,
+        kind="event-too-large",
+        title="Too large for one event",
+        size_bytes=exc.size,
+    )
+
+
 def _not_audio(exc: NotAudioError) -> Problem:
     return Problem(str(exc), status=415, kind="not-audio", title="Not audio")
 
@@ -103,6 +113,7 @@ _MAPPERS: dict[type[Exception], Callable[[Exception], Problem]] = {
     AudioNotFoundError: _not_found,  # type: ignore[dict-item]
     VersionMismatchError: _version,  # type: ignore[dict-item]
     ConcurrencyError: _concurrent,  # type: ignore[dict-item]
+    EventTooLargeError: _too_large,  # type: ignore[dict-item]
     InvalidStateError: _state,  # type: ignore[dict-item]
     StaleAttemptError: _stale,  # type: ignore[dict-item]
     NotAudioError: _not_audio,  # type: ignore[dict-item]
