@@ -16,9 +16,12 @@ if TYPE_CHECKING:
 class DynamoDBEventReader:
     """One audio's stream from `nova-event-store`, every page of it."""
 
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table_name: str, page_size: int | None = None
+    ) -> None:
         self._client = client
         self._table = table_name
+        self._page_size = page_size
 
     async def get_events(
         self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
@@ -32,6 +35,8 @@ class DynamoDBEventReader:
             },
             "ConsistentRead": True,
         }
+        if self._page_size:
+            request["Limit"] = self._page_size
         found: list[EventEnvelope] = []
         while True:
             page = await self._client.query(**request)

@@ -16,7 +16,8 @@ from uuid import UUID
 from botocore.exceptions import ClientError
 
 from nova_events import DomainEvent, EventEnvelope, EventMetadata
-from nova_platform.event_items import from_item, sort_key, to_item
+from nova_platform.event_items import from_item, to_item
+from nova_platform.event_reader import DynamoDBEventReader
 
 from ..application.ports import ConcurrencyError
 from .envelopes import new_envelopes, utc_now
@@ -38,6 +39,7 @@ class DynamoDBEventStore:
         self._client = client
         self._table = table_name
         self._page_size = page_size
+        self._reader = DynamoDBEventReader(client, table_name, page_size)
         self._clock = clock
 
     async def append_events(
@@ -97,18 +99,7 @@ class DynamoDBEventStore:
     async def get_events(
         self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
     ) -> list[EventEnvelope]:
-        query: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND sk >= :sk",
-            "ExpressionAttributeValues": {
-                ":pk": {"S": f"{aggregate_type}#{aggregate_id}"},
-                ":sk": {"S": sort_key(max(from_version, 1))},
-            },
-            "ConsistentRead": True,
-        }
-        if self._page_size:
-            query["Limit"] = self._page_size
-        return [from_item(item) async for item in self._paginate(query)]
+        return await self._reader.get_events(aggregate_type, aggregate_id, from_version)
 
     async def get_events_by_type(
         self, event_type: str, from_time: datetime | None = None, limit: int = 100
