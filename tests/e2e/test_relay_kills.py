@@ -1,5 +1,6 @@
-"""Kill the relay again and again while writers commit: nothing lost, nothing
-doubled, every audio in version order."""
+"""Two relays run side by side (one active, one standby); kill them again and
+again while writers commit: nothing lost, nothing doubled, every audio in
+version order."""
 
 from __future__ import annotations
 
@@ -80,20 +81,24 @@ async def test_killed_relay_loses_and_doubles_nothing(
                 )
                 committed[audio_id].extend(e.event_id for e in events)
 
-    relays: list[RunningService] = []
+    relays: list[RunningService] = []  # every relay started, newest last
+    pair: list[RunningService] = []  # the two running: one active, one standby
 
-    def launch() -> None:
-        relays.append(start_relay(backends, own_settings, tmp_path))
+    def launch() -> RunningService:
+        relay = start_relay(backends, own_settings, tmp_path)
+        relays.append(relay)
+        return relay
 
     async with session().client("dynamodb", **client_kwargs(own_settings)) as ddb:
         store = DynamoDBEventStore(ddb, own_settings.event_store_table)
-        launch()
+        pair.extend([launch(), launch()])
         writing = [asyncio.create_task(writer(store)) for _ in range(WRITERS)]
-        for _ in range(KILLS):
+        for kill in range(KILLS):
             await asyncio.sleep(WRITE_SECONDS / KILLS)
-            relays[-1].process.send_signal(signal.SIGKILL)
-            relays[-1].process.wait()
-            await asyncio.to_thread(launch)
+            victim = pair.pop(kill % 2)
+            victim.process.send_signal(signal.SIGKILL)
+            victim.process.wait()
+            pair.insert(kill % 2, await asyncio.to_thread(launch))
         stop_writing.set()
         await asyncio.gather(*writing)
 
