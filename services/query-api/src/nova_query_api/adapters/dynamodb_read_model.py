@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from boto3.dynamodb.types import TypeDeserializer
 
 from nova_platform.projections import TableName, resolve
 
-from ..application.queries import AudioReadModel
+from ..application.queries import (
+    AudioReadModel,
+    InvalidCursorArgumentError,
+    ListPage,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 _deserializer = TypeDeserializer()
+
+USER_INDEX = "gsi1-user-audio"
+_KEY_ATTRIBUTES = ("pk", "sk", "gsi1pk", "gsi1sk")
 
 
 class DynamoDBReadModelRepository:
@@ -33,5 +40,54 @@ class DynamoDBReadModelRepository:
         item = response.get("Item")
         if item is None:
             return None
-        plain = {k: _deserializer.deserialize(v) for k, v in item.items()}
-        return AudioReadModel.model_validate(plain)
+        return _model(item)
+
+    async def list_by_user(
+        self, user_id: UUID, limit: int, after: dict[str, str] | None
+    ) -> ListPage:
+        """Up to `limit` live items of `user_id`, newest first, over the GSI.
+
+        Erased items are filtered out server side, so one DynamoDB page may hold
+        fewer; it keeps querying until `limit` are found or the user has no more.
+        `next_position` is DynamoDB's `LastEvaluatedKey` (its string attributes).
+        """
+        owner = f"USER#{user_id}"
+        if after is not None and (
+            set(after) != set(_KEY_ATTRIBUTES) or after.get("gsi1pk") != owner
+        ):
+            raise InvalidCursorArgumentError(
+                "the cursor does not belong to this listing"
+            )
+        request: dict[str, Any] = {
+            "TableName": await resolve(self._table),
+            "IndexName": USER_INDEX,
+            "KeyConditionExpression": "gsi1pk = :owner",
+            "FilterExpression": "#status <> :deleted",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {
+                ":owner": {"S": owner},
+                ":deleted": {"S": "deleted"},
+            },
+            "ScanIndexForward": False,
+        }
+        if after is not None:
+            request["ExclusiveStartKey"] = {k: {"S": v} for k, v in after.items()}
+        items: list[AudioReadModel] = []
+        while True:
+            request["Limit"] = limit - len(items)
+            page = await self._client.query(**request)
+            items.extend(_model(item) for item in page.get("Items", []))
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return ListPage(items, None)
+            if len(items) >= limit:
+                position = {
+                    k: str(_deserializer.deserialize(v)) for k, v in last.items()
+                }
+                return ListPage(items, position)
+            request["ExclusiveStartKey"] = last
+
+
+def _model(item: dict[str, Any]) -> AudioReadModel:
+    plain = {k: _deserializer.deserialize(v) for k, v in item.items()}
+    return AudioReadModel.model_validate(plain)

@@ -1,53 +1,158 @@
-"""REST entrypoint: `/queries/*` on port 8002."""
+"""REST entrypoint: `/queries/*` on port 8002.
+
+The routes only translate: HTTP parameters into `AudioQueryHandler` calls, and
+its `QueryError`s into problem documents (see `_problem`).
+"""
 
 # No `from __future__ import annotations` here: FastAPI evaluates the
 # `Depends(...)` annotations, which name closures local to `create_app`.
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Request
-from pydantic_settings import SettingsConfigDict
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from opensearchpy import AsyncOpenSearch
+from redis.asyncio import Redis
 
 from nova_platform.auth import Principal, Scope, TokenVerifier
 from nova_platform.aws import client_kwargs, session
+from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.http.problems import (
     Forbidden,
     NotFound,
     NotReady,
+    Problem,
     install_problem_handlers,
 )
 from nova_platform.http.security import bearer_principal, correlation_middleware
 from nova_platform.projections import ActiveReadModelTable
 from nova_platform.serve import serve
-from nova_platform.settings import NovaSettings
 
 from ..adapters.dynamodb_read_model import DynamoDBReadModelRepository
-from ..application.queries import AudioNotFoundError, AudioQueryHandler, AudioReadModel
+from ..adapters.opensearch_search import OpenSearchTranscripts
+from ..adapters.redis_cache import RedisAudioCache
+from ..application.cursors import CursorCodec
+from ..application.queries import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    MAX_QUERY_CHARS,
+    AudioCache,
+    AudioHistory,
+    AudioNotFoundError,
+    AudioPage,
+    AudioQueryHandler,
+    AudioReadModel,
+    EventHistory,
+    InvalidArgumentError,
+    InvalidCursorArgumentError,
+    NotYetConsistentError,
+    QueryError,
+    QueryForbiddenError,
+    ReadModelRepository,
+    SearchIndex,
+    SearchPage,
+    Sleep,
+)
+from ..settings import QueryApiSettings
+
+__all__ = ["QueryApiSettings", "create_app", "main"]
+
+RETRY_AFTER_S = 1
 
 
-class QueryApiSettings(NovaSettings):
-    model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
+def _problem(exc: QueryError) -> Problem:
+    """The problem document a query error answers with."""
+    if isinstance(exc, AudioNotFoundError):
+        return NotFound(str(exc), audio_id=str(exc.audio_id))
+    if isinstance(exc, QueryForbiddenError):
+        return Forbidden(str(exc))
+    if isinstance(exc, InvalidCursorArgumentError):
+        return Problem(
+            str(exc), status=400, kind="invalid-cursor", title="Invalid cursor"
+        )
+    if isinstance(exc, InvalidArgumentError):
+        return Problem(
+            f"fix `{exc.field}`: {exc}",
+            status=422,
+            kind="invalid-request",
+            title="The request does not match the API's schema",
+            errors=[{"location": f"query.{exc.field}", "message": str(exc)}],
+        )
+    if isinstance(exc, NotYetConsistentError):
+        return Problem(
+            str(exc),
+            status=503,
+            kind="not-yet-consistent",
+            title="Not yet consistent",
+            audio_id=str(exc.audio_id),
+            min_version=exc.wanted,
+            current_version=exc.current,
+            retry_after_s=RETRY_AFTER_S,
+        )
+    return Problem(str(exc))  # pragma: no cover - every subclass is mapped above
 
-    http_port: int = 8002
 
-
-def create_app(settings: QueryApiSettings) -> FastAPI:
+def create_app(
+    settings: QueryApiSettings,
+    repository: ReadModelRepository | None = None,
+    search_index: SearchIndex | None = None,
+    cache: AudioCache | None = None,
+    history: EventHistory | None = None,
+    sleep: Sleep | None = None,
+    clock: Callable[[], float] | None = None,
+) -> FastAPI:
+    """The query API; the optional adapters replace AWS, OpenSearch and Redis
+    in unit tests (when `repository` is given, missing ones stay absent)."""
     caller = bearer_principal(TokenVerifier(settings))
+    cursors = CursorCodec(settings.cursor_key())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            ddb = await stack.enter_async_context(
-                session().client("dynamodb", **client_kwargs(settings))
+            repo, index, cached, events = repository, search_index, cache, history
+            if repo is None:
+                ddb = await stack.enter_async_context(
+                    session().client("dynamodb", **client_kwargs(settings))
+                )
+                table = ActiveReadModelTable(ddb, settings)
+                repo = DynamoDBReadModelRepository(ddb, table)
+                events = events or DynamoDBEventReader(ddb, settings.event_store_table)
+                opensearch = AsyncOpenSearch(hosts=[settings.opensearch_url])
+                stack.push_async_callback(opensearch.close)
+                index = index or OpenSearchTranscripts(
+                    opensearch, settings.search_alias
+                )
+                redis = Redis.from_url(
+                    settings.redis_url,
+                    socket_timeout=settings.cache_timeout_s,
+                    socket_connect_timeout=settings.cache_timeout_s,
+                )
+                stack.push_async_callback(redis.aclose)
+                cached = cached or RedisAudioCache(
+                    redis, settings, settings.cache_ttl_s
+                )
+
+                async def ready_check() -> None:
+                    await ddb.describe_table(TableName=await table.table_name())
+
+                app.state.ready_check = ready_check
+            extras: dict[str, Any] = {}
+            if sleep is not None:
+                extras["sleep"] = sleep
+            if clock is not None:
+                extras["clock"] = clock
+            app.state.queries = AudioQueryHandler(
+                repo,
+                cursors=cursors,
+                cache=cached,
+                search_index=index,
+                history=events,
+                consistency_wait_s=settings.consistency_wait_s,
+                **extras,
             )
-            table = ActiveReadModelTable(ddb, settings)
-            repository = DynamoDBReadModelRepository(ddb, table)
-            app.state.queries = AudioQueryHandler(repository)
-            app.state.ddb = ddb
-            app.state.read_model_table = table
             yield
 
     app = FastAPI(
@@ -60,22 +165,137 @@ def create_app(settings: QueryApiSettings) -> FastAPI:
     install_problem_handlers(app)
     app.middleware("http")(correlation_middleware)
 
+    @app.exception_handler(QueryError)
+    async def _query_error(_: Request, exc: QueryError) -> JSONResponse:
+        return _problem(exc).response()
+
     def reader(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if not principal.has(Scope.AUDIO_READ):
             raise Forbidden("this query needs a token with the `audio:read` scope")
         return principal
 
-    @app.get("/queries/audio/{audio_id}", response_model=AudioReadModel)
+    Reader = Annotated[Principal, Depends(reader)]  # noqa: N806 - a type alias
+    Limit = Annotated[  # noqa: N806 - a type alias
+        int,
+        Query(ge=1, le=MAX_PAGE_SIZE, description="page size"),
+    ]
+    Cursor = Annotated[  # noqa: N806 - a type alias
+        str | None,
+        Query(
+            max_length=4096,
+            description="`next_cursor` of the previous page of the same query",
+        ),
+    ]
+
+    def handler(request: Request) -> AudioQueryHandler:
+        queries: AudioQueryHandler = request.app.state.queries
+        return queries
+
+    Queries = Annotated[AudioQueryHandler, Depends(handler)]  # noqa: N806
+
+    def wanted_version(query: int | None, header: int | None) -> int | None:
+        if query is not None and header is not None and query != header:
+            raise Problem(
+                f"`min_version` ({query}) and `X-Min-Version` ({header}) differ; "
+                "send one of them",
+                status=422,
+                kind="invalid-request",
+                title="The request does not match the API's schema",
+            )
+        return query if query is not None else header
+
+    @app.get(
+        "/queries/audio/{audio_id}",
+        response_model=AudioReadModel,
+        responses={
+            404: {"description": "missing, erased, or another user's"},
+            503: {"description": "`not-yet-consistent`: not at `min_version` yet"},
+        },
+    )
     async def get_audio(
         audio_id: UUID,
-        request: Request,
-        principal: Annotated[Principal, Depends(reader)],
-    ) -> AudioReadModel:
-        queries: AudioQueryHandler = request.app.state.queries
-        try:
-            return await queries.get_by_id(audio_id, principal)
-        except AudioNotFoundError as exc:
-            raise NotFound(str(exc), audio_id=str(audio_id)) from exc
+        principal: Reader,
+        queries: Queries,
+        min_version: Annotated[
+            int | None,
+            Query(ge=1, description="wait (briefly) until the item is this recent"),
+        ] = None,
+        x_min_version: Annotated[
+            int | None, Header(alias="X-Min-Version", ge=1)
+        ] = None,
+        if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    ) -> Response:
+        """One audio, at `min_version` (or `X-Min-Version`) or later when given."""
+        audio = await queries.get_by_id(
+            audio_id, principal, min_version=wanted_version(min_version, x_min_version)
+        )
+        etag = f'"{audio.version}"'
+        if if_none_match is not None and etag in (
+            t.strip().removeprefix("W/") for t in if_none_match.split(",")
+        ):
+            return Response(status_code=304, headers={"ETag": etag})
+        return JSONResponse(audio.model_dump(mode="json"), headers={"ETag": etag})
+
+    @app.get("/queries/audio", response_model=AudioPage)
+    async def list_audio(
+        principal: Reader,
+        queries: Queries,
+        user_id: Annotated[
+            UUID | None, Query(description="another user's (admin only)")
+        ] = None,
+        limit: Limit = DEFAULT_PAGE_SIZE,
+        cursor: Cursor = None,
+    ) -> AudioPage:
+        """Your audios (or `user_id`'s, for an admin), newest first."""
+        return await queries.list_audio(principal, user_id, limit, cursor)
+
+    @app.get("/queries/search", response_model=SearchPage)
+    async def search(
+        principal: Reader,
+        queries: Queries,
+        q: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=MAX_QUERY_CHARS,
+                description="words to find in transcripts (plain text)",
+            ),
+        ],
+        user_id: Annotated[
+            UUID | None, Query(description="another user's (admin only)")
+        ] = None,
+        all_users: Annotated[bool, Query(description="everyone's (admin only)")] = (
+            False
+        ),
+        limit: Limit = DEFAULT_PAGE_SIZE,
+        cursor: Cursor = None,
+        after_audio: Annotated[
+            UUID | None,
+            Query(description="with `min_version`: wait until this audio is indexed"),
+        ] = None,
+        min_version: Annotated[int | None, Query(ge=1)] = None,
+        x_min_version: Annotated[
+            int | None, Header(alias="X-Min-Version", ge=1)
+        ] = None,
+    ) -> SearchPage:
+        """Transcripts matching `q`, best first, with highlighted snippets."""
+        return await queries.search(
+            principal,
+            q,
+            user_id=user_id,
+            all_users=all_users,
+            limit=limit,
+            cursor=cursor,
+            after_audio=after_audio,
+            min_version=wanted_version(min_version, x_min_version),
+        )
+
+    @app.get("/queries/audio/{audio_id}/history", response_model=AudioHistory)
+    async def audio_history(
+        audio_id: UUID, principal: Reader, queries: Queries
+    ) -> AudioHistory:
+        """The audio's events from the event store, oldest first."""
+        return await queries.history(audio_id, principal)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -83,11 +303,12 @@ def create_app(settings: QueryApiSettings) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> dict[str, str]:
+        check: Callable[[], Awaitable[Any]] | None = getattr(
+            request.app.state, "ready_check", None
+        )
         try:
-            table: ActiveReadModelTable = request.app.state.read_model_table
-            await request.app.state.ddb.describe_table(
-                TableName=await table.table_name()
-            )
+            if check is not None:
+                await check()
         except Exception as exc:
             raise NotReady(f"the read model is not reachable: {exc}") from exc
         return {"status": "ready"}

@@ -1,0 +1,96 @@
+"""Full-text search over the `audio-transcriptions` alias.
+
+The text goes into `match` queries only (never `query_string`), so nothing a
+user types is parsed as query syntax. The transcript is matched both as
+`transcription` (English analysis) and `transcription.cjk` (bigrams, which is
+what finds Japanese words).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from opensearchpy import AsyncOpenSearch, NotFoundError
+
+from ..application.queries import IndexedHit, IndexedPage
+
+_SOURCE = [
+    "audio_id",
+    "user_id",
+    "title",
+    "language",
+    "confidence",
+    "status",
+    "created_at",
+    "version",
+]
+_FIELDS = ("transcription", "transcription.cjk")
+
+
+def search_body(
+    text: str, user_id: UUID | None, limit: int, offset: int
+) -> dict[str, Any]:
+    """The request body of one search (pure, for tests)."""
+    filters: list[dict[str, Any]] = []
+    if user_id is not None:
+        filters.append({"term": {"user_id": str(user_id)}})
+    return {
+        "from": offset,
+        "size": limit,
+        "track_total_hits": True,
+        "track_scores": True,
+        "_source": _SOURCE,
+        "query": {
+            "bool": {
+                "should": [{"match": {f: {"query": text}}} for f in _FIELDS],
+                "minimum_should_match": 1,
+                "filter": filters,
+                "must_not": [{"term": {"status": "deleted"}}],
+            }
+        },
+        "sort": [{"_score": "desc"}, {"audio_id": "asc"}],
+        "highlight": {
+            "encoder": "html",
+            "pre_tags": ["<em>"],
+            "post_tags": ["</em>"],
+            "fields": {
+                f: {"fragment_size": 150, "number_of_fragments": 3} for f in _FIELDS
+            },
+        },
+    }
+
+
+class OpenSearchTranscripts:
+    def __init__(self, client: AsyncOpenSearch, alias: str) -> None:
+        self._client = client
+        self._alias = alias
+
+    async def search(
+        self, text: str, user_id: UUID | None, limit: int, offset: int
+    ) -> IndexedPage:
+        response = await self._client.search(
+            index=self._alias, body=search_body(text, user_id, limit, offset)
+        )
+        hits = []
+        for raw in response["hits"]["hits"]:
+            snippets: list[str] = []
+            for field in _FIELDS:
+                for snippet in raw.get("highlight", {}).get(field, []):
+                    if snippet not in snippets:
+                        snippets.append(snippet)
+            hits.append(IndexedHit(raw["_source"], raw.get("_score"), snippets))
+        total = response["hits"]["total"]
+        count = total["value"] if isinstance(total, dict) else int(total)
+        return IndexedPage(hits, count)
+
+    async def document(self, audio_id: UUID) -> dict[str, Any] | None:
+        try:
+            response = await self._client.get(index=self._alias, id=str(audio_id))
+        except NotFoundError:
+            return None
+        if not response.get("found"):
+            return None
+        source: dict[str, Any] = dict(response["_source"])
+        source.setdefault("version", response.get("_version", 0))
+        return source
