@@ -26,6 +26,16 @@ COPY services/${SERVICE}/ services/${SERVICE}/
 # Non-editable, so the runtime stage needs /opt/venv and nothing from /src.
 # No build isolation: hatchling comes from the hash-checked lock, not the network.
 # pip check fails the build if the lock misses a dependency of the packages.
+# query-api's gRPC stubs are generated, never committed (see the Makefile).
+RUN if [ "${SERVICE}" = query-api ]; then \
+        out=services/query-api/src && mkdir -p $out/nova_query_api/grpc_gen \
+        && python -m grpc_tools.protoc \
+            -Inova_query_api/grpc_gen=services/query-api/proto/nova/query/v1 \
+            -I"$(python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__) + "/_proto")')" \
+            --python_out=$out --grpc_python_out=$out \
+            nova_query_api/grpc_gen/query.proto \
+        && touch $out/nova_query_api/grpc_gen/__init__.py; \
+    fi
 RUN pip install --no-deps --no-build-isolation \
         ./libs/events ./libs/platform "./services/${SERVICE}" \
     && pip check

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +24,8 @@ class Service:
     command: str
     port_env: str
     default_port: int
+    grpc_port_env: str | None = None
+    default_grpc_port: int | None = None
 
 
 SERVICES: tuple[Service, ...] = (
@@ -31,7 +34,9 @@ SERVICES: tuple[Service, ...] = (
     Service("projector-readmodel", "nova-projector-readmodel", "NOVA_HTTP_PORT", 8011),
     Service("projector-search", "nova-projector-search", "NOVA_HTTP_PORT", 8012),
     Service("integration", "nova-integration", "NOVA_HTTP_PORT", 8013),
-    Service("query-api", "nova-query-api", "NOVA_HTTP_PORT", 8002),
+    Service(
+        "query-api", "nova-query-api", "NOVA_HTTP_PORT", 8002, "NOVA_GRPC_PORT", 50051
+    ),
     Service("transcriber", "nova-transcriber", "NOVA_HTTP_PORT", 8014),
 )
 
@@ -43,6 +48,7 @@ class RunningService:
     process: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    grpc_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -74,18 +80,39 @@ class RunningService:
         self.log_file.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def start_services(
     bin_dir: Path,
     env: dict[str, str],
     log_dir: Path,
     ports: dict[str, int] | None = None,
     services: tuple[Service, ...] = SERVICES,
+    grpc_ports: dict[str, int] | None = None,
 ) -> list[RunningService]:
-    """Start each service with `env` and its port; logs go to `log_dir/<name>.log`."""
+    """Start each service with `env` and its port; logs go to `log_dir/<name>.log`.
+
+    A service with a gRPC port (query-api) gets `grpc_ports[name]`, else its
+    default when it runs on its default port (`make run`), else a free one, so
+    tests that pick their own ports never collide on it.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     running: list[RunningService] = []
     for service in services:
         port = (ports or {}).get(service.name, service.default_port)
+        extra_env: dict[str, str] = {}
+        grpc_port: int | None = None
+        if service.grpc_port_env is not None:
+            grpc_port = (grpc_ports or {}).get(service.name) or (
+                service.default_grpc_port
+                if port == service.default_port
+                else _free_port()
+            )
+            extra_env[service.grpc_port_env] = str(grpc_port)
         log_path = log_dir / f"{service.name}.log"
         log = log_path.open("ab")
         process = subprocess.Popen(
@@ -93,6 +120,7 @@ def start_services(
             env={
                 **os.environ,
                 **env,
+                **extra_env,
                 service.port_env: str(port),
                 "NOVA_HTTP_HOST": "127.0.0.1",
             },
@@ -100,7 +128,7 @@ def start_services(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        running.append(RunningService(service, port, process, log_path, log))
+        running.append(RunningService(service, port, process, log_path, log, grpc_port))
     return running
 
 

@@ -1,7 +1,7 @@
 """One command through every layer, with each service a separate process.
 
 POST /commands/audio -> nova-event-store -> relay -> Kafka -> both projectors ->
-GET /queries/audio/{id}, and the document in OpenSearch.
+GET /queries/audio/{id} (and the same over gRPC), and the document in OpenSearch.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import grpc
 import httpx
 import pytest
+from google.protobuf import json_format
 from opensearchpy import AsyncOpenSearch
 
 from nova_events import loads
 from nova_platform.auth.dev_token import issue
 from nova_platform.settings import NovaSettings
+from nova_query_api.grpc_gen import query_pb2, query_pb2_grpc
 
 from ..audio_samples import sine_wav
 from ..backends import ROOT, Backends
@@ -102,6 +105,23 @@ async def test_created_audio_is_visible_everywhere(
         hidden = await http.get(
             f"{query_api}/queries/audio/{audio_id}", headers=stranger
         )
+
+    grpc_port = services["query-api"].grpc_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        over_grpc = await query_pb2_grpc.QueryServiceStub(channel).GetAudio(
+            query_pb2.GetAudioRequest(audio_id=audio_id),
+            metadata=tuple((k.lower(), v) for k, v in headers.items()),
+            timeout=10,
+        )
+    # The same item as REST, but for proto's JSON mapping: absent for null,
+    # int64 `size_bytes` as a string.
+    assert json_format.MessageToDict(
+        over_grpc,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    ) == {
+        k: str(v) if k == "size_bytes" else v for k, v in audio.items() if v is not None
+    }
 
     assert audio["audio_id"] == audio_id
     assert audio["user_id"] == str(user)

@@ -12,6 +12,12 @@ class QueryApiSettings(NovaSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
 
     http_port: int = 8002
+    grpc_port: int = Field(
+        default=50051,
+        ge=0,
+        le=65535,
+        description="port of the gRPC service (on NOVA_HTTP_HOST); 0 picks a free one",
+    )
     cache_ttl_s: float = Field(
         default=60.0, gt=0, description="how long an item stays in the Redis cache"
     )

@@ -1,7 +1,9 @@
-"""REST entrypoint: `/queries/*` on port 8002.
+"""REST entrypoint: `/queries/*` on port 8002, and the gRPC server beside it.
 
 The routes only translate: HTTP parameters into `AudioQueryHandler` calls, and
-its `QueryError`s into problem documents (see `_problem`).
+its `QueryError`s into problem documents (see `_problem`). The lifespan also
+starts `nova.query.v1.QueryService` (`grpc_server.py`) on `NOVA_GRPC_PORT` over
+the same handler, so both transports always answer alike.
 """
 
 # No `from __future__ import annotations` here: FastAPI evaluates the
@@ -57,6 +59,7 @@ from ..application.queries import (
     Sleep,
 )
 from ..settings import QueryApiSettings
+from .grpc_server import start_grpc_server
 
 __all__ = ["QueryApiSettings", "create_app", "main"]
 
@@ -103,10 +106,18 @@ def create_app(
     history: EventHistory | None = None,
     sleep: Sleep | None = None,
     clock: Callable[[], float] | None = None,
+    grpc: bool | None = None,
 ) -> FastAPI:
     """The query API; the optional adapters replace AWS, OpenSearch and Redis
-    in unit tests (when `repository` is given, missing ones stay absent)."""
-    caller = bearer_principal(TokenVerifier(settings))
+    in unit tests (when `repository` is given, missing ones stay absent).
+
+    `grpc`: also serve gRPC on `settings.grpc_port` while the app runs; by
+    default only with the real adapters (tests with fakes ask for it). The
+    bound port is then `app.state.grpc_port`.
+    """
+    verifier = TokenVerifier(settings)
+    caller = bearer_principal(verifier)
+    serve_grpc = repository is None if grpc is None else grpc
     cursors = CursorCodec(settings.cursor_key())
 
     @asynccontextmanager
@@ -153,6 +164,15 @@ def create_app(
                 consistency_wait_s=settings.consistency_wait_s,
                 **extras,
             )
+            if serve_grpc:
+                server = await start_grpc_server(
+                    app.state.queries,
+                    verifier,
+                    settings.http_host,
+                    settings.grpc_port,
+                )
+                stack.push_async_callback(server.stop)
+                app.state.grpc_port = server.port
             yield
 
     app = FastAPI(

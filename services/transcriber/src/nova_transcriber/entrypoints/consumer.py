@@ -1,47 +1,121 @@
 """`nova-transcriber`: runs speech-to-text for `AudioProcessingStarted` events.
 
-Walking skeleton: it joins the pipeline as its own consumer group and picks out
-the transcription requests. The speech-to-text engines are issue #7.
+It consumes the events topic as group `nova-transcriber` (more instances share
+the partitions), looks each requested audio up in the event store, runs the
+configured engine (`NOVA_TRANSCRIBER_ENGINE`: `whisper` locally, `aws` for
+Amazon Transcribe) and submits the result to command-api, which appends the
+events. The offset is committed only after command-api took every result of
+the batch.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 
+import httpx
 from faststream.asgi import AsgiFastStream
-from pydantic_settings import SettingsConfigDict
 
-from nova_events import AudioProcessingStarted, EventEnvelope
+from nova_events import EventEnvelope
+from nova_platform.aws import client_kwargs, session
 from nova_platform.consumer import build_consumer_app
+from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.serve import serve
-from nova_platform.settings import NovaSettings
+
+from ..adapters.aws_transcribe import AmazonTranscribeGateway
+from ..adapters.command_api import HttpCommandApi, dev_token_provider
+from ..adapters.event_store_catalog import EventStoreCatalog
+from ..adapters.s3_audio import S3AudioSource
+from ..adapters.whisper import WhisperGateway, load_model
+from ..application.ports import IAudioTranscriptionGateway
+from ..application.service import TranscriptionService
+from ..settings import TranscriberSettings
 
 SERVICE = "transcriber"
-logger = logging.getLogger(__name__)
+MAX_RECORDS = 10
+"""Small batches: the consumer must poll again within Kafka's
+max.poll.interval (5 min), and a batch may hold several recognitions."""
+
+__all__ = ["TranscriberSettings", "create_app", "main"]
 
 
-class TranscriberSettings(NovaSettings):
-    model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
+def token_provider(settings: TranscriberSettings) -> Callable[[], str]:
+    """NOVA_TRANSCRIBER_TOKEN as it is, else development tokens from the secret."""
+    if settings.transcriber_token is not None:
+        token = settings.transcriber_token.get_secret_value()
+        return lambda: token
+    if settings.jwt_secret:
+        return dev_token_provider(settings.jwt_secret)
+    raise SystemExit(
+        "nova-transcriber needs a token for command-api: set NOVA_TRANSCRIBER_TOKEN "
+        "(scope `service:transcriber`) or NOVA_JWT_SECRET (development)"
+    )
 
-    http_port: int = 8014
 
-
-async def handle(envelopes: Sequence[EventEnvelope]) -> None:
-    wanted = AudioProcessingStarted.event_type()
-    for envelope in envelopes:
-        if envelope.event_type == wanted:
-            logger.warning(
-                "transcription requested but no engine is configured yet",
-                extra={
-                    "audio_id": str(envelope.aggregate_id),
-                    "version": envelope.version,
-                },
-            )
+async def open_engine(
+    settings: TranscriberSettings, stack: AsyncExitStack
+) -> IAudioTranscriptionGateway:
+    """The configured engine, with its clients closed by `stack`."""
+    s3 = await stack.enter_async_context(
+        session().client("s3", **client_kwargs(settings))
+    )
+    if settings.transcriber_engine == "aws":
+        transcribe = await stack.enter_async_context(
+            session().client("transcribe", **client_kwargs(settings))
+        )
+        return AmazonTranscribeGateway(
+            transcribe,
+            s3,
+            settings.audio_bucket,
+            settings.transcribe_output_bucket or settings.audio_bucket,
+            poll_interval_s=settings.transcribe_poll_interval_s,
+            timeout_s=settings.transcribe_timeout_s,
+        )
+    model = await asyncio.to_thread(
+        load_model, settings.whisper_model_dir, settings.whisper_cpu_threads
+    )
+    return WhisperGateway(
+        model,
+        S3AudioSource(s3, settings.audio_bucket),
+        settings.transcriber_max_duration_s,
+    )
 
 
 def create_app(settings: TranscriberSettings) -> AsgiFastStream:
-    return build_consumer_app(settings, service=SERVICE, handle_batch=handle)
+    token = token_provider(settings)
+    stack = AsyncExitStack()
+    service: TranscriptionService | None = None
+
+    async def start() -> None:
+        nonlocal service
+        ddb = await stack.enter_async_context(
+            session().client("dynamodb", **client_kwargs(settings))
+        )
+        http = httpx.AsyncClient(
+            base_url=settings.command_api_url, timeout=settings.command_api_timeout_s
+        )
+        stack.push_async_callback(http.aclose)
+        service = TranscriptionService(
+            EventStoreCatalog(DynamoDBEventReader(ddb, settings.event_store_table)),
+            await open_engine(settings, stack),
+            HttpCommandApi(http, token),
+            settings.transcriber_max_duration_s,
+        )
+
+    async def handle(envelopes: Sequence[EventEnvelope]) -> None:
+        if service is None:
+            raise RuntimeError("the transcriber's clients are not open yet")
+        await service.handle(envelopes)
+
+    return build_consumer_app(
+        settings,
+        service=SERVICE,
+        handle_batch=handle,
+        on_startup=[start],
+        on_shutdown=[stack.aclose],
+        max_records=MAX_RECORDS,
+    )
 
 
 def main() -> None:

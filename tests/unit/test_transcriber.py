@@ -1,0 +1,484 @@
+"""The transcriber's use case with a fake engine and a fake command-api."""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import jwt
+import pytest
+from botocore.exceptions import ClientError
+
+from nova_events import (
+    AudioCreated,
+    AudioProcessingCompleted,
+    AudioProcessingStarted,
+    TranscriptionCompleted,
+)
+from nova_platform.batches import is_transient
+from nova_transcriber.adapters.aws_transcribe import (
+    AmazonTranscribeGateway,
+    TranscribeBusyError,
+)
+from nova_transcriber.adapters.command_api import (
+    SCOPE,
+    CommandApiUnavailableError,
+    HttpCommandApi,
+    dev_token_provider,
+)
+from nova_transcriber.adapters.event_store_catalog import summarize
+from nova_transcriber.adapters.s3_audio import S3AudioSource
+from nova_transcriber.adapters.whisper import (
+    WhisperGateway,
+    confidence,
+    overall_confidence,
+)
+from nova_transcriber.application.languages import from_whisper, to_aws, to_whisper
+from nova_transcriber.application.ports import (
+    AudioToTranscribe,
+    Transcript,
+    TranscriptionFailedError,
+    TranscriptSegment,
+)
+from nova_transcriber.application.service import TranscriptionService
+
+from ..speech import corrupt_flac
+
+KEY = "audio/u/a.wav"
+TRANSCRIPT = Transcript(
+    text="the quick brown fox",
+    confidence=0.9,
+    language="en-US",
+    segments=(TranscriptSegment(0.0, 1.5, "the quick brown fox", 0.9, "en-US"),),
+    duration_s=1.5,
+)
+
+
+class FakeCatalog:
+    def __init__(self, audio: AudioToTranscribe | None) -> None:
+        self.audio = audio
+
+    async def find(self, audio_id: UUID) -> AudioToTranscribe | None:
+        return self.audio
+
+
+class FakeEngine:
+    def __init__(self, outcome: Transcript | Exception = TRANSCRIPT) -> None:
+        self.outcome = outcome
+        self.calls: list[tuple[str, str, bool]] = []
+
+    async def transcribe(
+        self, s3_key: str, language: str, enable_diarization: bool
+    ) -> Transcript:
+        self.calls.append((s3_key, language, enable_diarization))
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+class FakeCommandApi:
+    """command-api's result route: answers from a list, records the bodies."""
+
+    def __init__(self, *answers: tuple[int, str]) -> None:
+        self.answers = list(answers) or [(200, "")]
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        status, kind = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if status == 200:
+            return httpx.Response(
+                200, json={"audio_id": "x", "version": 4, "status": "completed"}
+            )
+        return httpx.Response(
+            status,
+            json={
+                "type": f"https://nova.example/problems/{kind}",
+                "status": status,
+                "detail": f"{kind} happened",
+            },
+            headers={"content-type": "application/problem+json"},
+        )
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests]
+
+
+def service(
+    engine: Any,
+    api: FakeCommandApi,
+    audio: AudioToTranscribe | None = None,
+    max_duration_s: float = 1800.0,
+) -> TranscriptionService:
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(api), base_url="http://command-api"
+    )
+    sink = HttpCommandApi(client, lambda: "token", first_backoff_s=0.0)
+    found = audio or AudioToTranscribe(KEY, 1.5, current_attempt=3, open=True)
+    return TranscriptionService(FakeCatalog(found), engine, sink, max_duration_s)
+
+
+def started(attempt: int = 3, language: str = "en-US") -> AudioProcessingStarted:
+    return AudioProcessingStarted(audio_id=uuid4(), language=language, attempt=attempt)
+
+
+async def test_success_posts_the_transcript_with_the_events_attempt() -> None:
+    api, engine = FakeCommandApi(), FakeEngine()
+    event = started()
+    await service(engine, api).process(event)
+
+    assert engine.calls == [(KEY, "en-US", False)]
+    [request] = api.requests
+    assert request.url.path == f"/commands/audio/{event.audio_id}/transcription-result"
+    assert request.headers["authorization"] == "Bearer token"
+    assert api.bodies == [
+        {
+            "outcome": "completed",
+            "attempt": 3,
+            "text": "the quick brown fox",
+            "confidence": 0.9,
+            "language": "en-US",
+            "segments": [
+                {
+                    "start": 0.0,
+                    "end": 1.5,
+                    "text": "the quick brown fox",
+                    "confidence": 0.9,
+                    "language": "en-US",
+                }
+            ],
+        }
+    ]
+
+
+async def test_engine_failure_posts_a_failed_result() -> None:
+    api = FakeCommandApi()
+    engine = FakeEngine(TranscriptionFailedError("the audio file cannot be decoded"))
+    await service(engine, api).process(started())
+    assert api.bodies == [
+        {
+            "outcome": "failed",
+            "attempt": 3,
+            "reason": "the audio file cannot be decoded",
+            "retryable": False,
+        }
+    ]
+
+
+class FakeModel:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise AssertionError("bad audio must not reach the model")
+
+
+class LocalFiles:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @asynccontextmanager
+    async def download(self, key: str) -> AsyncIterator[Path]:
+        yield self.path
+
+
+def wav(frames: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(frames)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "cannot be decoded"),
+        (b"\x00 certainly not audio" * 50, "cannot be decoded"),
+        (wav(b""), "no decodable sound"),
+        (corrupt_flac(), "no decodable sound"),
+    ],
+    ids=["empty-file", "garbage", "wav-without-frames", "flac-with-garbage-frames"],
+)
+async def test_empty_or_corrupt_audio_ends_in_a_failed_result(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "audio"
+    path.write_bytes(content)
+    model = FakeModel()
+    api = FakeCommandApi()
+    engine = WhisperGateway(model, LocalFiles(path), max_duration_s=60)
+    await service(engine, api).process(started())
+
+    [body] = api.bodies
+    assert body["outcome"] == "failed"
+    assert why in body["reason"]
+    assert body["retryable"] is False
+    assert model.calls == 0
+
+
+async def test_audio_longer_than_the_limit_fails_before_decoding() -> None:
+    api, engine = FakeCommandApi(), FakeEngine()
+    audio = AudioToTranscribe(KEY, 3600.0, current_attempt=3, open=True)
+    await service(engine, api, audio, max_duration_s=1800).process(started())
+    assert engine.calls == []
+    [body] = api.bodies
+    assert body["outcome"] == "failed"
+    assert "60.0 min, longer than the 30.0 min" in body["reason"]
+
+
+class MissingObjectS3:
+    async def get_object(self, **kwargs: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "NoSuchKey", "Message": "gone"}},
+            "GetObject",
+        )
+
+
+async def test_missing_s3_object_ends_in_a_failed_result() -> None:
+    api = FakeCommandApi()
+    source = S3AudioSource(MissingObjectS3(), "nova-audio")  # type: ignore[arg-type]
+    engine = WhisperGateway(FakeModel(), source, max_duration_s=60)
+    await service(engine, api).process(started())
+    [body] = api.bodies
+    assert body["outcome"] == "failed"
+    assert "not in storage (s3://nova-audio/audio/u/a.wav)" in body["reason"]
+
+
+@pytest.mark.parametrize("kind", ["invalid-state", "stale-attempt"])
+async def test_command_api_409_means_the_result_is_done(kind: str) -> None:
+    api, engine = FakeCommandApi((409, kind)), FakeEngine()
+    await service(engine, api).process(started())  # no error: offset may move on
+    assert len(api.requests) == 1
+
+
+async def test_command_api_503_is_transient_and_the_retry_skips_the_engine() -> None:
+    api, engine = FakeCommandApi((503, "storage-unavailable")), FakeEngine()
+    transcriber, event = service(engine, api), started()
+    with pytest.raises(CommandApiUnavailableError) as raised:
+        await transcriber.process(event)
+    assert is_transient(raised.value)  # the consume loop rewinds the batch
+    assert len(api.requests) == 4  # retried here with backoff first
+
+    api.answers = [(200, "")]
+    await transcriber.process(event)  # the redelivery
+    assert len(engine.calls) == 1
+    assert api.bodies[-1]["outcome"] == "completed"
+
+
+async def test_unreachable_command_api_is_transient() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(refuse), base_url="http://command-api"
+    )
+    sink = HttpCommandApi(client, lambda: "t", tries=2, first_backoff_s=0.0)
+    transcriber = TranscriptionService(
+        FakeCatalog(AudioToTranscribe(KEY, 1.0, 3, True)), FakeEngine(), sink, 60
+    )
+    with pytest.raises(CommandApiUnavailableError, match="is it running at"):
+        await transcriber.process(started())
+
+
+async def test_a_refused_transcript_still_ends_the_attempt() -> None:
+    api, engine = FakeCommandApi((413, "event-too-large"), (200, "")), FakeEngine()
+    await service(engine, api).process(started())
+    assert [b["outcome"] for b in api.bodies] == ["completed", "failed"]
+    assert "could not be recorded: event-too-large happened" in api.bodies[1]["reason"]
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [
+        AudioToTranscribe(KEY, 1.0, current_attempt=3, open=False),
+        AudioToTranscribe(KEY, 1.0, current_attempt=4, open=True),
+    ],
+    ids=["already-has-a-result", "superseded"],
+)
+async def test_duplicate_or_stale_request_runs_nothing(
+    audio: AudioToTranscribe,
+) -> None:
+    api, engine = FakeCommandApi(), FakeEngine()
+    await service(engine, api, audio).process(started(attempt=3))
+    assert engine.calls == []
+    assert api.requests == []
+
+
+def test_the_catalog_folds_the_audios_events() -> None:
+    audio_id, user = uuid4(), uuid4()
+    history = [
+        AudioCreated(audio_id=audio_id, user_id=user, s3_key=KEY, duration_s=2.0),
+        AudioProcessingStarted(audio_id=audio_id, attempt=1),
+    ]
+    assert summarize(history) == AudioToTranscribe(KEY, 2.0, 1, True)
+    done = [
+        *history,
+        TranscriptionCompleted(
+            audio_id=audio_id, text="x", confidence=1, language="en-US"
+        ),
+        AudioProcessingCompleted(audio_id=audio_id),
+    ]
+    assert summarize(done) == AudioToTranscribe(KEY, 2.0, 1, False)
+    assert summarize([]) is None
+
+
+@pytest.mark.parametrize(
+    ("seed", "whisper"),
+    [("ja-JP", "ja"), ("en-US", "en"), ("en-GB", "en"), ("auto", None)],
+)
+def test_language_codes_map_to_whisper(seed: str, whisper: str | None) -> None:
+    assert to_whisper(seed) == whisper
+
+
+def test_language_mapping_back_and_to_aws() -> None:
+    assert from_whisper("en", "en-GB") == "en-GB"
+    assert from_whisper("ja", "auto") == "ja-JP"
+    assert from_whisper("en", "ja-JP") == "en-US"  # what was heard wins
+    assert from_whisper("haw", "auto") == "auto"
+    assert to_aws("ja-JP") == "ja-JP"
+    assert to_aws("auto") is None
+    with pytest.raises(ValueError, match="not a code like"):
+        to_whisper("english")
+
+
+def test_confidence_comes_from_the_average_log_probability() -> None:
+    assert confidence(0.0) == 1.0
+    assert confidence(-0.5) == pytest.approx(0.6065, abs=1e-4)
+    assert confidence(float("-inf")) == 0.0
+    segments = (
+        TranscriptSegment(0.0, 3.0, "a", 1.0),
+        TranscriptSegment(3.0, 4.0, "b", 0.2),
+    )
+    assert overall_confidence(segments) == pytest.approx(0.8)
+
+
+def test_dev_tokens_carry_the_transcriber_scope() -> None:
+    token = dev_token_provider("a-development-secret-of-32-bytes!")()
+    claims = jwt.decode(
+        token, "a-development-secret-of-32-bytes!", algorithms=["HS256"]
+    )
+    assert claims["scope"] == SCOPE
+
+
+class FakeBody:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    async def __aenter__(self) -> FakeBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self.raw
+
+
+class FakeTranscribe:
+    """Amazon Transcribe and S3 as far as the gateway uses them."""
+
+    def __init__(self, final: str = "COMPLETED", busy: bool = False) -> None:
+        self.final = final
+        self.busy = busy
+        self.started: dict[str, Any] = {}
+        self.polls = 0
+        self.deleted: list[str] = []
+
+    async def start_transcription_job(self, **kwargs: Any) -> dict[str, Any]:
+        if self.busy:
+            raise ClientError(
+                {"Error": {"Code": "LimitExceededException", "Message": "slow"}},
+                "StartTranscriptionJob",
+            )
+        self.started = kwargs
+        return {}
+
+    async def get_transcription_job(self, **kwargs: Any) -> dict[str, Any]:
+        self.polls += 1
+        status = "IN_PROGRESS" if self.polls < 2 else self.final
+        return {
+            "TranscriptionJob": {
+                "TranscriptionJobStatus": status,
+                "LanguageCode": "ja-JP",
+                "FailureReason": "Unsupported audio format",
+            }
+        }
+
+    async def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        assert kwargs["Key"] == self.started["OutputKey"]
+        result = {
+            "results": {
+                "transcripts": [{"transcript": "こんにちは 世界"}],
+                "items": [
+                    {
+                        "id": 0,
+                        "type": "pronunciation",
+                        "alternatives": [{"confidence": "0.9", "content": "x"}],
+                    },
+                    {
+                        "id": 1,
+                        "type": "pronunciation",
+                        "alternatives": [{"confidence": "0.7", "content": "y"}],
+                    },
+                ],
+                "audio_segments": [
+                    {
+                        "id": 0,
+                        "transcript": "こんにちは 世界",
+                        "start_time": "0.1",
+                        "end_time": "1.9",
+                        "items": [0, 1],
+                    }
+                ],
+            }
+        }
+        return {"Body": FakeBody(json.dumps(result).encode())}
+
+    async def delete_object(self, **kwargs: Any) -> dict[str, Any]:
+        self.deleted.append(kwargs["Key"])
+        return {}
+
+
+def aws(fake: FakeTranscribe) -> AmazonTranscribeGateway:
+    return AmazonTranscribeGateway(
+        fake, fake, "nova-audio", "nova-out", poll_interval_s=0.0
+    )
+
+
+async def test_amazon_transcribe_job_is_started_polled_and_read() -> None:
+    fake = FakeTranscribe()
+    transcript = await aws(fake).transcribe(KEY, "ja-JP", True)
+    assert fake.started["Media"] == {"MediaFileUri": f"s3://nova-audio/{KEY}"}
+    assert fake.started["LanguageCode"] == "ja-JP"
+    assert fake.started["Settings"]["ShowSpeakerLabels"] is True
+    assert fake.polls == 2
+    assert transcript.text == "こんにちは 世界"
+    assert transcript.language == "ja-JP"
+    assert transcript.confidence == pytest.approx(0.8)
+    assert transcript.segments == (
+        TranscriptSegment(0.1, 1.9, "こんにちは 世界", 0.8, "ja-JP"),
+    )
+    assert fake.deleted == [fake.started["OutputKey"]]
+
+
+async def test_amazon_transcribe_auto_language_and_failures() -> None:
+    fake = FakeTranscribe(final="FAILED")
+    with pytest.raises(TranscriptionFailedError, match="Unsupported audio format"):
+        await aws(fake).transcribe(KEY, "auto", False)
+    assert fake.started["IdentifyLanguage"] is True
+    assert "LanguageCode" not in fake.started
+    with pytest.raises(TranscribeBusyError) as busy:
+        await aws(FakeTranscribe(busy=True)).transcribe(KEY, "en-US", False)
+    assert is_transient(busy.value)
