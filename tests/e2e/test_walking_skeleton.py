@@ -154,3 +154,55 @@ async def test_created_audio_is_visible_everywhere(
     assert document["_version"] == 1
     assert document["_source"]["user_id"] == str(user)
     assert document["_source"]["status"] == "pending"
+
+
+async def test_reading_with_the_commands_version_never_shows_an_older_state(
+    services: dict[str, RunningService],
+) -> None:
+    user = uuid4()
+    headers = {
+        "Authorization": f"Bearer {issue(user, 'audio:read audio:write', JWT_SECRET)}"
+    }
+    command_api = services["command-api"].url
+    query_api = services["query-api"].url
+    not_yet = 0
+
+    async with httpx.AsyncClient(timeout=10) as http:
+
+        async def read(audio_id: str, version: int) -> dict[str, Any] | None:
+            nonlocal not_yet
+            answer = await http.get(
+                f"{query_api}/queries/audio/{audio_id}",
+                params={"min_version": version},
+                headers=headers,
+            )
+            if answer.status_code == 503:  # allowed: "not yet", never stale data
+                assert answer.headers["retry-after"]
+                not_yet += 1
+                return None
+            assert answer.status_code == 200, answer.text
+            body: dict[str, Any] = answer.json()
+            assert body["version"] >= version, "an older state was served"
+            return body
+
+        for _ in range(10):
+            created = await http.post(
+                f"{command_api}/commands/audio",
+                files={"file": ("a.wav", sine_wav(0.2), "audio/wav")},
+                headers=headers,
+            )
+            audio_id, version = created.json()["audio_id"], created.json()["version"]
+            first = await read(audio_id, version)
+            started = await http.post(
+                f"{command_api}/commands/audio/{audio_id}/transcribe", headers=headers
+            )
+            second = await read(audio_id, started.json()["version"])
+
+            assert first is None or first["status"] in (
+                "pending",
+                "processing",
+                "failed",
+            )
+            assert second is None or second["status"] != "pending"
+
+    assert not_yet <= 2, f"{not_yet} of 20 reads were not consistent within the wait"
