@@ -54,6 +54,7 @@ class FakeBroker:
         self.committed: list[EventEnvelope] = []
         self.checkpoints: dict[str, Checkpoint] = {}
         self.fail = False
+        self.fenced = 0
 
     async def publish(
         self, events: Sequence[EventEnvelope], checkpoint: Checkpoint
@@ -65,6 +66,9 @@ class FakeBroker:
 
     async def load_checkpoints(self) -> dict[str, Checkpoint]:
         return dict(self.checkpoints)
+
+    async def fence(self) -> None:
+        self.fenced += 1
 
 
 class FakeLease:
@@ -115,6 +119,15 @@ async def test_a_new_relay_resumes_from_the_committed_checkpoint() -> None:
     await drain(OutboxRelay(FakeFeed(events), broker, FakeLease()))
 
     assert broker.committed == events
+
+
+async def test_a_new_active_relay_fences_before_reading_checkpoints() -> None:
+    broker = FakeBroker()
+    relay = OutboxRelay(FakeFeed([envelope(1)]), broker, FakeLease())
+
+    await drain(relay)
+
+    assert broker.fenced == 1
 
 
 async def test_a_standby_publishes_nothing() -> None:

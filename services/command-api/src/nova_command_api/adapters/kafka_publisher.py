@@ -63,6 +63,24 @@ class TransactionalKafkaPublisher:
             await self.close()
             raise
 
+    async def fence(self) -> None:
+        """Register as the transactional id's current producer.
+
+        Kafka then aborts whatever an older producer with the same id left
+        open and refuses its later commits, so after this returns the
+        committed checkpoints can no longer move behind our back.
+        """
+        await self.close()
+        producer = await self._started()
+        try:
+            # begin_transaction waits until the broker assigned our producer
+            # id and epoch, which is the fencing; nothing is sent.
+            await producer.begin_transaction()
+            await producer.abort_transaction()
+        except BaseException:
+            await self.close()
+            raise
+
     async def load_checkpoints(self) -> dict[str, Checkpoint]:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,

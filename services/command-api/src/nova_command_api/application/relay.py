@@ -76,6 +76,10 @@ class Publisher(Protocol):
         """The checkpoints of every shard as last committed."""
         ...
 
+    async def fence(self) -> None:
+        """Make sure no earlier holder of the lease can still commit a batch."""
+        ...
+
 
 class Lease(Protocol):
     async def acquire(self) -> bool:
@@ -150,6 +154,9 @@ class OutboxRelay:
             self._checkpoints = None  # the active relay moves them meanwhile
             return 0
         if self._checkpoints is None:
+            # Fence first: a relay that lost the lease while publishing must not
+            # commit after we read the checkpoints, or its batch would go twice.
+            await self._publisher.fence()
             self._checkpoints = await self._publisher.load_checkpoints()
             self._feed.forget()
         checkpoints = self._checkpoints
@@ -161,6 +168,10 @@ class OutboxRelay:
             moved = batch.position != after or batch.closed
             if not batch.events and not moved:
                 continue
+            if not await self._lease.acquire():
+                # Lost the lease mid-pass; the new holder fenced us anyway.
+                self._checkpoints = None
+                break
             self._metrics.backlog(len(batch.events), batch.oldest_at)
             checkpoint = Checkpoint(shard.shard_id, batch.position, batch.closed)
             await self._publisher.publish(batch.events, checkpoint)
