@@ -2,15 +2,18 @@
 
 Upload (command-api) -> transcribe -> relay -> Kafka -> transcriber (Whisper
 base on the CPU) -> transcription-result (command-api) -> relay -> Kafka ->
-projector-readmodel -> `completed` with the transcript in the read model.
+projector-readmodel / projector-search -> query-api answers `completed` with
+the transcript, and its search finds the audio by one of the spoken words.
 A file that passes the upload probe but holds no decodable sound ends in
 `failed` with a reason the user can read.
 """
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -19,7 +22,6 @@ import httpx
 import pytest
 
 from nova_platform.auth.dev_token import issue
-from nova_platform.aws import client_kwargs, session
 from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
@@ -40,7 +42,15 @@ from processes import (
 
 pytestmark = pytest.mark.e2e
 
-WANTED = ("command-api", "relay", "projector-readmodel", "transcriber")
+WANTED = (
+    "command-api",
+    "relay",
+    "projector-readmodel",
+    "projector-search",
+    "query-api",
+    "transcriber",
+)
+SEARCHABLE = ("fox", "quick", "brown", "lazy", "dog", "jumps")
 BIN = Path(sys.executable).parent
 
 
@@ -72,7 +82,10 @@ def services(
         "NOVA_WHISPER_MODEL_DIR": str(ROOT / ".nova" / "models" / "whisper-base"),
     }
     logs = tmp_path_factory.mktemp("transcription-logs")
-    running = start_services(BIN, env, logs, ports, wanted)
+    # query-api also serves gRPC: a free port, never the default 50051.
+    running = start_services(
+        BIN, env, logs, ports, wanted, grpc_ports={"query-api": free_port()}
+    )
     try:
         wait_healthy(running, timeout=120)
         yield {r.service.name: r for r in running}
@@ -84,15 +97,15 @@ def services(
             )
 
 
-@pytest.fixture(scope="module")
-async def ddb(own_settings: NovaSettings) -> AsyncIterator[Any]:
-    async with session().client("dynamodb", **client_kwargs(own_settings)) as client:
-        yield client
+@dataclass
+class Upload:
+    audio_id: str
+    headers: dict[str, str]
 
 
 async def upload_and_transcribe(
     command_api: str, name: str, content: bytes, content_type: str
-) -> str:
+) -> Upload:
     token = issue(uuid4(), "audio:read audio:write", JWT_SECRET)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=command_api, timeout=30) as http:
@@ -110,45 +123,84 @@ async def upload_and_transcribe(
             headers=headers,
         )
         assert started.status_code == 202, started.text
-    return audio_id
+    return Upload(audio_id, headers)
 
 
-async def settled(ddb: Any, settings: NovaSettings, audio_id: str) -> dict[str, Any]:
-    """The read-model item once its status is `completed` or `failed`."""
+async def settled(
+    query_api: str, upload: Upload, progress: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The audio as query-api answers it once it is `completed` or `failed`;
+    `progress` collects every `progress` seen on the way."""
+    async with httpx.AsyncClient(base_url=query_api, timeout=10) as http:
 
-    async def probe() -> dict[str, Any] | None:
-        found = await ddb.get_item(
-            TableName=settings.read_model_table,
-            Key={"pk": {"S": f"AUDIO#{audio_id}"}, "sk": {"S": "METADATA"}},
-            ConsistentRead=True,
-        )
-        item: dict[str, Any] | None = found.get("Item")
-        if item and item["status"]["S"] in ("completed", "failed"):
-            return item
-        return None
+        async def probe() -> dict[str, Any] | None:
+            answer = await http.get(
+                f"/queries/audio/{upload.audio_id}", headers=upload.headers
+            )
+            if answer.status_code == 404:  # not projected yet
+                return None
+            assert answer.status_code == 200, answer.text
+            body: dict[str, Any] = answer.json()
+            if body.get("progress") is not None and progress is not None:
+                assert body["status"] == "processing"
+                progress.append(body["progress"])
+            if body["status"] in ("completed", "failed"):
+                assert body.get("progress") is None
+                return body
+            return None
 
-    return await eventually(probe, timeout=120, interval=0.2, what="a result")
+        return await eventually(probe, timeout=120, interval=0.1, what="a result")
 
 
-async def test_spoken_english_ends_completed_with_its_words(
-    services: dict[str, RunningService], own_settings: NovaSettings, ddb: Any
+async def test_spoken_english_ends_completed_and_is_found_by_a_word(
+    services: dict[str, RunningService],
 ) -> None:
-    audio_id = await upload_and_transcribe(
+    query_api = services["query-api"].url
+    upload = await upload_and_transcribe(
         services["command-api"].url, "fox.wav", spoken_wav(PANGRAM), "audio/wav"
     )
-    item = await settled(ddb, own_settings, audio_id)
-    assert item["status"]["S"] == "completed", item.get("failure_reason")
-    text = item["transcription"]["S"]
+    progress: list[dict[str, Any]] = []
+    audio = await settled(query_api, upload, progress)
+    assert audio["status"] == "completed", audio.get("failure_reason")
+    text = audio["transcription"]
     assert words_found(PANGRAM, text) >= 0.7, text
+    for seen in progress:  # whether any is seen depends on timing: not asserted
+        assert 0.0 <= seen["fraction"] <= 1.0
+
+    heard = set(re.findall(r"[a-z']+", text.lower()))
+    word = next((w for w in SEARCHABLE if w in heard), None)
+    assert word is not None, text
+    async with httpx.AsyncClient(base_url=query_api, timeout=10) as http:
+
+        async def search() -> dict[str, Any] | None:
+            answer = await http.get(
+                "/queries/search",
+                params={
+                    "q": word,
+                    "after_audio": upload.audio_id,
+                    "min_version": audio["version"],
+                },
+                headers=upload.headers,
+            )
+            if answer.status_code == 503:  # the index has not caught up yet
+                return None
+            assert answer.status_code == 200, answer.text
+            found: dict[str, Any] = answer.json()
+            return found
+
+        page = await eventually(search, timeout=30, interval=0.2, what="the index")
+    hit = next((h for h in page["hits"] if h["audio_id"] == upload.audio_id), None)
+    assert hit is not None, (word, text, page)
+    assert hit["status"] == "completed"
+    assert hit["version"] >= audio["version"]
 
 
 async def test_audio_without_decodable_sound_ends_failed_with_a_reason(
-    services: dict[str, RunningService], own_settings: NovaSettings, ddb: Any
+    services: dict[str, RunningService],
 ) -> None:
-    audio_id = await upload_and_transcribe(
+    upload = await upload_and_transcribe(
         services["command-api"].url, "broken.flac", corrupt_flac(), "audio/flac"
     )
-    item = await settled(ddb, own_settings, audio_id)
-    assert item["status"]["S"] == "failed"
-    assert "no decodable sound" in item["failure_reason"]["S"]
-    assert item["failure_retryable"]["BOOL"] is False
+    audio = await settled(services["query-api"].url, upload)
+    assert audio["status"] == "failed"
+    assert "no decodable sound" in audio["failure_reason"]

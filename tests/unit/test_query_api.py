@@ -96,6 +96,21 @@ class FakeCache:
         self.entries[audio.audio_id] = audio.model_dump_json()
 
 
+class FakeProgress:
+    """The transcriber's progress entries in Redis."""
+
+    def __init__(self) -> None:
+        self.entries: dict[UUID, dict[str, Any]] = {}
+        self.fail = False
+        self.reads = 0
+
+    async def get(self, audio_id: UUID) -> dict[str, Any] | None:
+        self.reads += 1
+        if self.fail:
+            raise ConnectionError("redis is down")
+        return self.entries.get(audio_id)
+
+
 class BrokenCache:
     def __init__(self) -> None:
         self.calls = 0
@@ -200,6 +215,7 @@ class World:
         self.cache: FakeCache | BrokenCache = FakeCache()
         self.search = FakeSearch()
         self.history = FakeHistory()
+        self.progress = FakeProgress()
         self.time = FakeTime()
 
     def client(self) -> TestClient:
@@ -209,6 +225,7 @@ class World:
             search_index=self.search,
             cache=self.cache,
             history=self.history,
+            progress=self.progress,
             sleep=self.time.sleep,
             clock=self.time.clock,
         )
@@ -858,3 +875,118 @@ def test_the_openapi_document_lists_every_query(client: TestClient) -> None:
         "/queries/search",
         "/queries/audio/{audio_id}/history",
     } <= set(paths)
+
+
+# --- transcription progress ---------------------------------------------------
+
+
+def processing(attempts: int = 2) -> AudioReadModel:
+    return item(status="processing", version=3).model_copy(
+        update={"attempts": attempts, "transcription": None}
+    )
+
+
+def progress_entry(attempt: int = 2, seconds_done: float = 3.0) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "seconds_done": seconds_done,
+        "duration_s": 12.0,
+        "segments_done": 2,
+        "updated_at": "2026-01-01T00:00:05Z",
+    }
+
+
+def test_processing_item_shows_the_progress_of_its_attempt(
+    world: World, client: TestClient
+) -> None:
+    audio = world.repository.add(processing())
+    world.progress.entries[audio.audio_id] = progress_entry()
+    response = client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["progress"] == {
+        "fraction": 0.25,
+        "seconds_done": 3.0,
+        "duration_s": 12.0,
+        "segments_done": 2,
+    }
+    # Progress moves without a new version: no 304 while it is shown.
+    again = client.get(
+        f"/queries/audio/{audio.audio_id}",
+        headers={**auth(), "If-None-Match": response.headers["ETag"]},
+    )
+    assert again.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("status", "attempt", "entry_attempt"),
+    [
+        ("processing", 2, 1),  # an older attempt's entry
+        ("processing", 2, 3),  # a newer attempt the read model has not seen
+        ("completed", 2, 2),  # finished: progress no longer applies
+        ("failed", 2, 2),
+        ("pending", 0, 0),
+    ],
+)
+def test_progress_only_while_processing_the_same_attempt(
+    world: World, client: TestClient, status: str, attempt: int, entry_attempt: int
+) -> None:
+    audio = world.repository.add(
+        processing(attempt).model_copy(update={"status": status})
+    )
+    world.progress.entries[audio.audio_id] = progress_entry(entry_attempt)
+    response = client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["progress"] is None
+
+
+def test_no_progress_entry_means_no_progress(world: World, client: TestClient) -> None:
+    audio = world.repository.add(processing())
+    response = client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    assert response.json()["progress"] is None
+
+
+def test_malformed_progress_is_left_out(world: World, client: TestClient) -> None:
+    audio = world.repository.add(processing())
+    world.progress.entries[audio.audio_id] = {"attempt": 2, "seconds_done": "x"}
+    response = client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["progress"] is None
+
+
+def test_progress_fraction_is_clamped(world: World, client: TestClient) -> None:
+    audio = world.repository.add(processing())
+    world.progress.entries[audio.audio_id] = progress_entry(seconds_done=20.0)
+    response = client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    assert response.json()["progress"]["fraction"] == 1.0
+
+
+def test_a_redis_error_means_no_progress_not_an_error(
+    world: World, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    audio = world.repository.add(processing())
+    world.progress.entries[audio.audio_id] = progress_entry()
+    world.progress.fail = True
+    with caplog.at_level(logging.WARNING):
+        response = client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    assert response.status_code == 200
+    assert response.json()["progress"] is None
+    assert "progress read failed" in caplog.text
+
+
+def test_progress_is_never_cached_with_the_item(
+    world: World, client: TestClient
+) -> None:
+    audio = world.repository.add(processing())
+    world.progress.entries[audio.audio_id] = progress_entry()
+    client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    del world.progress.entries[audio.audio_id]
+    response = client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    assert response.json()["progress"] is None
+
+
+def test_listing_has_no_progress(world: World, client: TestClient) -> None:
+    audio = world.repository.add(processing())
+    world.progress.entries[audio.audio_id] = progress_entry()
+    response = client.get("/queries/audio", headers=auth())
+    assert "progress" not in response.json()["items"][0]
+    assert world.progress.reads == 0

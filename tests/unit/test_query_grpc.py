@@ -81,6 +81,7 @@ async def both() -> AsyncIterator[Both]:
         search_index=world.search,
         cache=world.cache,
         history=world.history,
+        progress=world.progress,
         sleep=world.time.sleep,
         clock=world.time.clock,
         grpc=True,
@@ -592,7 +593,17 @@ async def test_get_audio_is_the_same_over_rest_and_grpc(both: Both) -> None:
         }
     )
     sparse = item(status="pending")
-    for audio in (full, sparse):
+    running = item(status="processing", version=3).model_copy(
+        update={"attempts": 1, "duration_s": 12.0}
+    )
+    both.world.progress.entries[running.audio_id] = {
+        "attempt": 1,
+        "seconds_done": 4.5,
+        "duration_s": 12.0,
+        "segments_done": 3,
+        "updated_at": "2026-01-01T00:00:05Z",
+    }
+    for audio in (full, sparse, running):
         both.world.repository.add(audio)
         rest = await both.http.get(
             f"/queries/audio/{audio.audio_id}", headers=dict(bearer())
@@ -602,6 +613,12 @@ async def test_get_audio_is_the_same_over_rest_and_grpc(both: Both) -> None:
         )
         assert rest.status_code == 200
         assert grpc_json(over_grpc) == rest_json(rest.json())
+        if audio is running:
+            assert over_grpc.HasField("progress")
+            assert over_grpc.progress.fraction == 0.375
+            assert over_grpc.progress.segments_done == 3
+        else:
+            assert not over_grpc.HasField("progress")
     assert grpc_json(over_grpc)["segments"] == []  # no presence: always there
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
+import threading
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -23,6 +27,8 @@ from nova_events import (
     TranscriptionCompleted,
 )
 from nova_platform.batches import is_transient
+from nova_platform.cache import progress_key
+from nova_platform.settings import NovaSettings
 from nova_transcriber.adapters.aws_transcribe import (
     AmazonTranscribeGateway,
     TranscribeBusyError,
@@ -34,6 +40,7 @@ from nova_transcriber.adapters.command_api import (
     dev_token_provider,
 )
 from nova_transcriber.adapters.event_store_catalog import summarize
+from nova_transcriber.adapters.redis_progress import RedisProgressStore
 from nova_transcriber.adapters.s3_audio import S3AudioSource
 from nova_transcriber.adapters.whisper import (
     WhisperGateway,
@@ -43,10 +50,12 @@ from nova_transcriber.adapters.whisper import (
 from nova_transcriber.application.languages import from_whisper, to_aws, to_whisper
 from nova_transcriber.application.ports import (
     AudioToTranscribe,
+    ProgressCallback,
     Transcript,
     TranscriptionFailedError,
     TranscriptSegment,
 )
+from nova_transcriber.application.progress import ProgressReporter
 from nova_transcriber.application.service import TranscriptionService
 
 from ..speech import corrupt_flac
@@ -73,11 +82,21 @@ class FakeEngine:
     def __init__(self, outcome: Transcript | Exception = TRANSCRIPT) -> None:
         self.outcome = outcome
         self.calls: list[tuple[str, str, bool]] = []
+        self.progress: list[tuple[float, float, int]] = []
+        self.pause_s = 0.0
 
     async def transcribe(
-        self, s3_key: str, language: str, enable_diarization: bool
+        self,
+        s3_key: str,
+        language: str,
+        enable_diarization: bool,
+        on_progress: ProgressCallback | None = None,
     ) -> Transcript:
         self.calls.append((s3_key, language, enable_diarization))
+        for seconds_done, duration_s, segments_done in self.progress:
+            assert on_progress is not None
+            on_progress(seconds_done, duration_s, segments_done)
+            await asyncio.sleep(self.pause_s)
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome
@@ -482,3 +501,190 @@ async def test_amazon_transcribe_auto_language_and_failures() -> None:
     with pytest.raises(TranscribeBusyError) as busy:
         await aws(FakeTranscribe(busy=True)).transcribe(KEY, "en-US", False)
     assert is_transient(busy.value)
+
+
+# --- progress ------------------------------------------------------------------
+
+
+class FakeProgressStore:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.writes: list[tuple[UUID, dict[str, object]]] = []
+
+    async def write(self, audio_id: UUID, entry: Mapping[str, object]) -> None:
+        if self.fail:
+            raise ConnectionError("redis is down")
+        self.writes.append((audio_id, dict(entry)))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_progress_is_written_at_most_once_per_interval() -> None:
+    store, clock, audio_id = FakeProgressStore(), Clock(), uuid4()
+    reporter = ProgressReporter(
+        store, audio_id, 3, min_interval_s=1.0, clock=clock, now=lambda: "T"
+    )
+    assert await reporter.flush() is False  # nothing reported yet
+    reporter.report(1.0, 10.0, 1)
+    assert await reporter.flush() is True
+    reporter.report(2.0, 10.0, 2)
+    reporter.report(3.0, 10.0, 3)
+    clock.now += 0.5
+    assert await reporter.flush() is False  # too soon
+    clock.now += 0.5
+    assert await reporter.flush() is True  # the latest, not each report
+    clock.now += 5
+    assert await reporter.flush() is False  # unchanged: no write
+    assert store.writes == [
+        (
+            audio_id,
+            {
+                "attempt": 3,
+                "seconds_done": 1.0,
+                "duration_s": 10.0,
+                "segments_done": 1,
+                "updated_at": "T",
+            },
+        ),
+        (
+            audio_id,
+            {
+                "attempt": 3,
+                "seconds_done": 3.0,
+                "duration_s": 10.0,
+                "segments_done": 3,
+                "updated_at": "T",
+            },
+        ),
+    ]
+
+
+async def test_progress_reported_from_another_thread_is_flushed() -> None:
+    store = FakeProgressStore()
+    reporter = ProgressReporter(store, uuid4(), 1, min_interval_s=0.0)
+    worker = threading.Thread(target=reporter.report, args=(12.5, 10.0, 4))
+    worker.start()
+    worker.join()
+    await reporter.flush()
+    [(_, entry)] = store.writes
+    assert entry["seconds_done"] == 10.0  # clamped to the duration
+    assert entry["segments_done"] == 4
+
+
+async def test_service_writes_progress_while_the_engine_runs() -> None:
+    api, engine, store = FakeCommandApi(), FakeEngine(), FakeProgressStore()
+    engine.progress = [(0.0, 1.5, 0), (1.5, 1.5, 1)]
+    engine.pause_s = 0.05
+    transcriber = TranscriptionService(
+        FakeCatalog(AudioToTranscribe(KEY, 1.5, current_attempt=3, open=True)),
+        engine,
+        HttpCommandApi(
+            httpx.AsyncClient(
+                transport=httpx.MockTransport(api), base_url="http://command-api"
+            ),
+            lambda: "token",
+        ),
+        1800.0,
+        progress=store,
+    )
+    event = started()
+    await transcriber.process(event)
+    assert api.bodies[0]["outcome"] == "completed"
+    assert store.writes  # the first report is written at once
+    audio_id, entry = store.writes[0]
+    assert audio_id == event.audio_id
+    assert entry["attempt"] == 3
+    assert entry["duration_s"] == 1.5
+
+
+async def test_a_redis_failure_never_fails_the_transcription(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api, engine = FakeCommandApi(), FakeEngine()
+    engine.progress = [(0.5, 1.5, 1)]
+    engine.pause_s = 0.05
+    transcriber = TranscriptionService(
+        FakeCatalog(AudioToTranscribe(KEY, 1.5, current_attempt=3, open=True)),
+        engine,
+        HttpCommandApi(
+            httpx.AsyncClient(
+                transport=httpx.MockTransport(api), base_url="http://command-api"
+            ),
+            lambda: "token",
+        ),
+        1800.0,
+        progress=FakeProgressStore(fail=True),
+    )
+    with caplog.at_level(logging.WARNING):
+        await transcriber.process(started())
+    assert api.bodies[0]["outcome"] == "completed"
+    assert "progress could not be written" in caplog.text
+
+
+class SegmentModel:
+    """faster-whisper's model: a lazy generator of segments and the info."""
+
+    def __init__(self) -> None:
+        self.threads: set[int] = set()
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> Any:
+        def segments() -> Any:
+            for start, end, text in [(0.0, 0.4, "hello"), (0.4, 0.9, "world")]:
+                self.threads.add(threading.get_ident())
+                yield SimpleNamespace(start=start, end=end, text=text, avg_logprob=-0.1)
+
+        return segments(), SimpleNamespace(language="en")
+
+
+async def test_whisper_reports_progress_after_each_segment(tmp_path: Path) -> None:
+    path = tmp_path / "audio.wav"
+    path.write_bytes(wav(b"\x00\x01" * 16_000))  # 1 s
+    model = SegmentModel()
+    heard: list[tuple[float, float, int, int]] = []
+
+    def on_progress(seconds_done: float, duration_s: float, segments: int) -> None:
+        heard.append((seconds_done, duration_s, segments, threading.get_ident()))
+
+    engine = WhisperGateway(model, LocalFiles(path), max_duration_s=60)
+    transcript = await engine.transcribe(KEY, "en-US", False, on_progress=on_progress)
+    assert transcript.text == "hello world"
+    assert [h[:3] for h in heard] == [(0.0, 1.0, 0), (0.4, 1.0, 1), (0.9, 1.0, 2)]
+    assert {h[3] for h in heard} == model.threads  # from the worker thread
+    assert threading.get_ident() not in model.threads
+
+
+async def test_whisper_ignores_a_failing_progress_callback(tmp_path: Path) -> None:
+    path = tmp_path / "audio.wav"
+    path.write_bytes(wav(b"\x00\x01" * 16_000))
+
+    def broken(seconds_done: float, duration_s: float, segments: int) -> None:
+        raise RuntimeError("boom")
+
+    engine = WhisperGateway(SegmentModel(), LocalFiles(path), max_duration_s=60)
+    transcript = await engine.transcribe(KEY, "en-US", False, on_progress=broken)
+    assert transcript.text == "hello world"
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.sets: list[tuple[str, str, int]] = []
+
+    async def set(self, key: str, value: str, px: int) -> None:
+        self.sets.append((key, value, px))
+
+
+async def test_redis_progress_store_writes_json_with_a_ttl() -> None:
+    redis, audio_id = FakeRedis(), uuid4()
+    settings = NovaSettings()
+    store = RedisProgressStore(redis, settings, ttl_s=600)  # type: ignore[arg-type]
+    await store.write(audio_id, {"attempt": 1, "seconds_done": 0.5})
+    [(key, value, px)] = redis.sets
+    assert key == progress_key(settings, str(audio_id))
+    assert json.loads(value) == {"attempt": 1, "seconds_done": 0.5}
+    assert px == 600_000

@@ -85,12 +85,23 @@ class OpenSearchTranscripts:
         return IndexedPage(hits, count)
 
     async def document(self, audio_id: UUID) -> dict[str, Any] | None:
+        # A search, not a GET: a GET is real-time and sees a document before
+        # the index refreshed, while `after_audio` must wait until searches
+        # see it at that version.
         try:
-            response = await self._client.get(index=self._alias, id=str(audio_id))
+            response = await self._client.search(
+                index=self._alias,
+                body={
+                    "size": 1,
+                    "version": True,
+                    "query": {"ids": {"values": [str(audio_id)]}},
+                },
+            )
         except NotFoundError:
             return None
-        if not response.get("found"):
+        found = response["hits"]["hits"]
+        if not found:
             return None
-        source: dict[str, Any] = dict(response["_source"])
-        source.setdefault("version", response.get("_version", 0))
+        source: dict[str, Any] = dict(found[0]["_source"])
+        source.setdefault("version", found[0].get("_version", 0))
         return source

@@ -1,4 +1,5 @@
-"""Cache-aside copies of read-model items in Redis, as JSON with their version.
+"""Cache-aside copies of read-model items in Redis, as JSON with their version,
+and the transcriber's progress entries (`RedisProgress`).
 
 The projector deletes an audio's key whenever its item changes
 (`nova_projector_readmodel.adapters.redis_cache`); entries also expire after
@@ -8,11 +9,13 @@ the read model directly, so a Redis outage never fails a request.
 
 from __future__ import annotations
 
+import json
+from typing import Any
 from uuid import UUID
 
 from redis.asyncio import Redis
 
-from nova_platform.cache import audio_key
+from nova_platform.cache import audio_key, progress_key
 from nova_platform.settings import NovaSettings
 
 from ..application.queries import AudioReadModel
@@ -36,3 +39,18 @@ class RedisAudioCache:
             audio.model_dump_json(),
             px=self._ttl_ms,
         )
+
+
+class RedisProgress:
+    """The transcriber's progress entries (`progress_key`), read as JSON."""
+
+    def __init__(self, redis: Redis, settings: NovaSettings) -> None:
+        self._redis = redis
+        self._settings = settings
+
+    async def get(self, audio_id: UUID) -> dict[str, Any] | None:
+        raw = await self._redis.get(progress_key(self._settings, str(audio_id)))
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        return entry if isinstance(entry, dict) else None

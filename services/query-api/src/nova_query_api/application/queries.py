@@ -40,6 +40,16 @@ class SegmentView(BaseModel):
     confidence: float | None = None
 
 
+class TranscriptionProgress(BaseModel):
+    """How far the engine is with the current attempt (while `processing`)."""
+
+    fraction: float
+    """`seconds_done / duration_s`, in 0..1: for a progress bar."""
+    seconds_done: float
+    duration_s: float
+    segments_done: int
+
+
 class AudioReadModel(BaseModel):
     """One audio file as readers see it."""
 
@@ -65,6 +75,8 @@ class AudioReadModel(BaseModel):
     updated_at: str | None = None
     completed_at: str | None = None
     version: int
+    progress: TranscriptionProgress | None = None
+    """Only from get-by-id, only while `processing` (never stored or cached)."""
 
 
 class AudioSummary(BaseModel):
@@ -212,6 +224,39 @@ class AudioCache(Protocol):
     async def put(self, audio: AudioReadModel) -> None: ...
 
 
+class ProgressSource(Protocol):
+    """The transcriber's progress entries (Redis); any method may raise."""
+
+    async def get(self, audio_id: UUID) -> dict[str, Any] | None:
+        """The entry (`attempt`, `seconds_done`, `duration_s`, ...), if any."""
+        ...
+
+
+def merge_progress(
+    audio: AudioReadModel, entry: dict[str, Any] | None
+) -> TranscriptionProgress | None:
+    """The progress to show with `audio`: only while it is `processing` and
+    only an entry of its current attempt; None for anything malformed."""
+    if entry is None or audio.status != "processing":
+        return None
+    try:
+        attempt = entry["attempt"]
+        seconds_done = float(entry["seconds_done"])
+        duration_s = float(entry["duration_s"])
+        segments_done = int(entry.get("segments_done", 0))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if isinstance(attempt, bool) or attempt != audio.attempts or duration_s <= 0:
+        return None
+    seconds_done = min(max(seconds_done, 0.0), duration_s)
+    return TranscriptionProgress(
+        fraction=round(seconds_done / duration_s, 4),
+        seconds_done=seconds_done,
+        duration_s=duration_s,
+        segments_done=max(segments_done, 0),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class IndexedHit:
     source: dict[str, Any]
@@ -236,7 +281,8 @@ class SearchIndex(Protocol):
         ...
 
     async def document(self, audio_id: UUID) -> dict[str, Any] | None:
-        """The stored document of `audio_id` (with `version`), if indexed."""
+        """The document of `audio_id` (with `version`) as searches see it
+        (after the index refreshed), if indexed."""
         ...
 
 
@@ -279,6 +325,7 @@ class AudioQueryHandler:
         cache: AudioCache | None = None,
         search_index: SearchIndex | None = None,
         history: EventHistory | None = None,
+        progress: ProgressSource | None = None,
         consistency_wait_s: float = 2.0,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
@@ -288,6 +335,7 @@ class AudioQueryHandler:
         self._cache = cache
         self._search = search_index
         self._history = history
+        self._progress = progress
         self._wait_s = consistency_wait_s
         self._sleep = sleep
         self._clock = clock
@@ -299,9 +347,34 @@ class AudioQueryHandler:
     ) -> AudioReadModel:
         """The audio's item, at `min_version` or later when given.
 
+        While it is `processing`, `progress` tells how far the transcriber is
+        (when it reported any for the current attempt).
+
         Raises AudioNotFoundError (missing, erased, or another user's) and
         NotYetConsistentError (still older than `min_version` after the wait).
         """
+        audio = await self._get_by_id(audio_id, caller, min_version)
+        return await self._with_progress(audio)
+
+    async def _with_progress(self, audio: AudioReadModel) -> AudioReadModel:
+        if self._progress is None or audio.status != "processing":
+            return audio
+        try:
+            entry = await self._progress.get(audio.audio_id)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            logger.warning(
+                "progress read failed; answering without it",
+                extra={"audio_id": str(audio.audio_id), "error": repr(exc)},
+            )
+            return audio
+        progress = merge_progress(audio, entry)
+        if progress is None:
+            return audio
+        return audio.model_copy(update={"progress": progress})
+
+    async def _get_by_id(
+        self, audio_id: UUID, caller: Principal, min_version: int | None
+    ) -> AudioReadModel:
         if min_version is not None and min_version < 1:
             raise InvalidArgumentError("min_version", "min_version must be 1 or more")
         audio = await self._cached(audio_id)

@@ -35,7 +35,7 @@ from nova_platform.serve import serve
 
 from ..adapters.dynamodb_read_model import DynamoDBReadModelRepository
 from ..adapters.opensearch_search import OpenSearchTranscripts
-from ..adapters.redis_cache import RedisAudioCache
+from ..adapters.redis_cache import RedisAudioCache, RedisProgress
 from ..application.cursors import CursorCodec
 from ..application.queries import (
     DEFAULT_PAGE_SIZE,
@@ -51,6 +51,7 @@ from ..application.queries import (
     InvalidArgumentError,
     InvalidCursorArgumentError,
     NotYetConsistentError,
+    ProgressSource,
     QueryError,
     QueryForbiddenError,
     ReadModelRepository,
@@ -104,6 +105,7 @@ def create_app(
     search_index: SearchIndex | None = None,
     cache: AudioCache | None = None,
     history: EventHistory | None = None,
+    progress: ProgressSource | None = None,
     sleep: Sleep | None = None,
     clock: Callable[[], float] | None = None,
     grpc: bool | None = None,
@@ -124,6 +126,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             repo, index, cached, events = repository, search_index, cache, history
+            progressed = progress
             if repo is None:
                 ddb = await stack.enter_async_context(
                     session().client("dynamodb", **client_kwargs(settings))
@@ -145,6 +148,7 @@ def create_app(
                 cached = cached or RedisAudioCache(
                     redis, settings, settings.cache_ttl_s
                 )
+                progressed = progressed or RedisProgress(redis, settings)
 
                 async def ready_check() -> None:
                     await ddb.describe_table(TableName=await table.table_name())
@@ -161,6 +165,7 @@ def create_app(
                 cache=cached,
                 search_index=index,
                 history=events,
+                progress=progressed,
                 consistency_wait_s=settings.consistency_wait_s,
                 **extras,
             )
@@ -250,8 +255,11 @@ def create_app(
             audio_id, principal, min_version=wanted_version(min_version, x_min_version)
         )
         etag = f'"{audio.version}"'
-        if if_none_match is not None and etag in (
-            t.strip().removeprefix("W/") for t in if_none_match.split(",")
+        # Progress moves without a new version: never 304 while it is shown.
+        if (
+            audio.progress is None
+            and if_none_match is not None
+            and etag in (t.strip().removeprefix("W/") for t in if_none_match.split(","))
         ):
             return Response(status_code=304, headers={"ETag": etag})
         return JSONResponse(audio.model_dump(mode="json"), headers={"ETag": etag})

@@ -18,7 +18,12 @@ from uuid import uuid4
 from botocore.exceptions import ClientError
 
 from ..application.languages import to_aws
-from ..application.ports import Transcript, TranscriptionFailedError, TranscriptSegment
+from ..application.ports import (
+    ProgressCallback,
+    Transcript,
+    TranscriptionFailedError,
+    TranscriptSegment,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +66,13 @@ class AmazonTranscribeGateway:
         self._timeout_s = timeout_s
 
     async def transcribe(
-        self, s3_key: str, language: str, enable_diarization: bool
+        self,
+        s3_key: str,
+        language: str,
+        enable_diarization: bool,
+        on_progress: ProgressCallback | None = None,
     ) -> Transcript:
+        """Amazon Transcribe reports no progress: `on_progress` is not called."""
         try:
             code = to_aws(language)
         except ValueError as exc:

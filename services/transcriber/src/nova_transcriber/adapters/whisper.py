@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ..application.languages import from_whisper, to_whisper
-from ..application.ports import Transcript, TranscriptionFailedError, TranscriptSegment
+from ..application.ports import (
+    ProgressCallback,
+    Transcript,
+    TranscriptionFailedError,
+    TranscriptSegment,
+)
 from ..application.service import too_long
 
 if TYPE_CHECKING:
@@ -138,7 +143,11 @@ class WhisperGateway:
         self._beam_size = beam_size
 
     async def transcribe(
-        self, s3_key: str, language: str, enable_diarization: bool
+        self,
+        s3_key: str,
+        language: str,
+        enable_diarization: bool,
+        on_progress: ProgressCallback | None = None,
     ) -> Transcript:
         try:
             whisper_language = to_whisper(language)
@@ -152,13 +161,21 @@ class WhisperGateway:
             )
         async with self._audio.download(s3_key) as path:
             return await asyncio.to_thread(
-                self.recognise, path, whisper_language, language
+                self.recognise, path, whisper_language, language, on_progress
             )
 
     def recognise(
-        self, path: Path, whisper_language: str | None, requested: str
+        self,
+        path: Path,
+        whisper_language: str | None,
+        requested: str,
+        on_progress: ProgressCallback | None = None,
     ) -> Transcript:
-        """Decode and recognise `path` (blocking: call it in a worker thread)."""
+        """Decode and recognise `path` (blocking: call it in a worker thread).
+
+        faster-whisper yields segments lazily: `on_progress` hears after each
+        one how far into the audio recognition is (and once, at 0, before).
+        """
         from faster_whisper.audio import (  # type: ignore[import-untyped]
             decode_audio,
         )
@@ -178,11 +195,16 @@ class WhisperGateway:
         duration = len(samples) / SAMPLE_RATE
         if duration > self._max_duration_s:
             raise TranscriptionFailedError(too_long(duration, self._max_duration_s))
+        progress = _safe(on_progress)
+        progress(0.0, duration, 0)
         try:
             found, info = self._model.transcribe(
                 samples, language=whisper_language, beam_size=self._beam_size
             )
-            raw = list(found)
+            raw = []
+            for segment in found:
+                raw.append(segment)
+                progress(min(max(segment.end, 0.0), duration), duration, len(raw))
         except MemoryError as exc:
             raise TranscriptionFailedError(
                 "the speech recogniser ran out of memory; try again later",
@@ -215,6 +237,20 @@ class WhisperGateway:
             segments=segments,
             duration_s=round(duration, 3),
         )
+
+
+def _safe(on_progress: ProgressCallback | None) -> ProgressCallback:
+    """`on_progress`, or nothing; its errors are logged, never raised."""
+
+    def report(seconds_done: float, duration_s: float, segments_done: int) -> None:
+        if on_progress is None:
+            return
+        try:
+            on_progress(seconds_done, duration_s, segments_done)
+        except Exception:
+            logger.warning("progress report failed", exc_info=True)
+
+    return report
 
 
 def confidence(avg_logprob: float) -> float:

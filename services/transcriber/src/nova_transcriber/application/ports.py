@@ -9,9 +9,14 @@ throttling) escape so that the consumer retries the batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
+
+ProgressCallback = Callable[[float, float, int], None]
+"""`(seconds_done, duration_s, segments_done)`: how far the engine is. An
+engine may call it from a worker thread; it never raises and never blocks."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,24 @@ class IAudioTranscriptionGateway(Protocol):
     """A speech-to-text engine (faster-whisper locally, Amazon Transcribe)."""
 
     async def transcribe(
-        self, s3_key: str, language: str, enable_diarization: bool
+        self,
+        s3_key: str,
+        language: str,
+        enable_diarization: bool,
+        on_progress: ProgressCallback | None = None,
     ) -> Transcript:
         """Recognise the speech in the object `s3_key` of the audio bucket.
 
         `language` is a seed code (`ja-JP`, `en-US`, ...) or `auto` to detect it.
+        An engine that knows how far it is calls `on_progress` as it goes.
         """
         ...
+
+
+class ProgressStore(Protocol):
+    """Where progress goes (Redis); best effort, any error may escape."""
+
+    async def write(self, audio_id: UUID, entry: Mapping[str, object]) -> None: ...
 
 
 @dataclass(frozen=True)

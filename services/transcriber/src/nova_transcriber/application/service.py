@@ -14,6 +14,8 @@ the engine runs; command-api refusing a result as stale (409) is also done.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -27,11 +29,14 @@ from .ports import (
     Completed,
     Failed,
     IAudioTranscriptionGateway,
+    ProgressStore,
     Result,
     ResultRejectedError,
     ResultSink,
+    Transcript,
     TranscriptionFailedError,
 )
+from .progress import ProgressReporter
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +52,10 @@ class TranscriptionService:
         engine: IAudioTranscriptionGateway,
         sink: ResultSink,
         max_duration_s: float,
+        progress: ProgressStore | None = None,
     ) -> None:
         self._catalog = catalog
+        self._progress = progress
         self._engine = engine
         self._sink = sink
         self._max_duration_s = max_duration_s
@@ -93,9 +100,7 @@ class TranscriptionService:
             return Failed(attempt, too_long(duration_s, self._max_duration_s))
         started = time.monotonic()
         try:
-            transcript = await self._engine.transcribe(
-                s3_key, event.language, event.enable_diarization
-            )
+            transcript = await self._transcribe(event, s3_key)
         except TranscriptionFailedError as exc:
             logger.info(
                 "transcription failed",
@@ -114,6 +119,28 @@ class TranscriptionService:
             },
         )
         return Completed(attempt, transcript)
+
+    async def _transcribe(
+        self, event: AudioProcessingStarted, s3_key: str
+    ) -> Transcript:
+        """The engine's transcript, with its progress flushed meanwhile."""
+        if self._progress is None:
+            return await self._engine.transcribe(
+                s3_key, event.language, event.enable_diarization
+            )
+        reporter = ProgressReporter(self._progress, event.audio_id, event.attempt)
+        flusher = asyncio.create_task(reporter.run())
+        try:
+            return await self._engine.transcribe(
+                s3_key,
+                event.language,
+                event.enable_diarization,
+                on_progress=reporter.report,
+            )
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
 
     async def _submit(
         self, audio_id: UUID, result: Result, log: dict[str, object]

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 
 import httpx
 from faststream.asgi import AsgiFastStream
+from redis.asyncio import Redis
 
 from nova_events import EventEnvelope
 from nova_platform.aws import client_kwargs, session
@@ -26,6 +27,7 @@ from nova_platform.serve import serve
 from ..adapters.aws_transcribe import AmazonTranscribeGateway
 from ..adapters.command_api import HttpCommandApi, dev_token_provider
 from ..adapters.event_store_catalog import EventStoreCatalog
+from ..adapters.redis_progress import RedisProgressStore
 from ..adapters.s3_audio import S3AudioSource
 from ..adapters.whisper import WhisperGateway, load_model
 from ..application.ports import IAudioTranscriptionGateway
@@ -36,6 +38,8 @@ SERVICE = "transcriber"
 MAX_RECORDS = 10
 """Small batches: the consumer must poll again within Kafka's
 max.poll.interval (5 min), and a batch may hold several recognitions."""
+PROGRESS_TIMEOUT_S = 0.5
+"""Progress is best effort: a slow Redis is given up on quickly."""
 
 __all__ = ["TranscriberSettings", "create_app", "main"]
 
@@ -96,11 +100,18 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
             base_url=settings.command_api_url, timeout=settings.command_api_timeout_s
         )
         stack.push_async_callback(http.aclose)
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=PROGRESS_TIMEOUT_S,
+            socket_connect_timeout=PROGRESS_TIMEOUT_S,
+        )
+        stack.push_async_callback(redis.aclose)
         service = TranscriptionService(
             EventStoreCatalog(DynamoDBEventReader(ddb, settings.event_store_table)),
             await open_engine(settings, stack),
             HttpCommandApi(http, token),
             settings.transcriber_max_duration_s,
+            progress=RedisProgressStore(redis, settings),
         )
 
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:
