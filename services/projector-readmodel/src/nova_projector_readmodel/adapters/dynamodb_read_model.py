@@ -65,14 +65,28 @@ class DynamoDBReadModel:
             attr_values[":previous"] = {"N": str(change.version - 1)}
         table = await resolve(self._table)
         try:
-            await self._client.update_item(
-                TableName=table,
-                Key=key,
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=attr_values,
-            )
+            if change.create:
+                # The whole item in one PutItem: no reader ever sees it partial.
+                item = {
+                    **key,
+                    **{
+                        k: _serializer.serialize(_plain_decimals(v))
+                        for k, v in values.items()
+                    },
+                    "version": {"N": str(change.version)},
+                }
+                await self._client.put_item(
+                    TableName=table, Item=item, ConditionExpression=condition
+                )
+            else:
+                await self._client.update_item(
+                    TableName=table,
+                    Key=key,
+                    UpdateExpression=expression,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=attr_values,
+                )
             return True
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
