@@ -72,6 +72,11 @@ def read_model_table(settings: NovaSettings, name: str | None = None) -> dict[st
     )
 
 
+def webhooks_table(settings: NovaSettings) -> dict[str, Any]:
+    """Subscriptions and deliveries; `gsi1-pending` holds pending deliveries."""
+    return _keyed_table(settings.webhooks_table, "gsi1-pending", stream=False)
+
+
 def _single_key_table(name: str) -> dict[str, Any]:
     return {
         "TableName": name,
@@ -161,6 +166,7 @@ async def ensure_tables(settings: NovaSettings) -> None:
             relay_lease_table(settings),
             parking_table(settings),
             idempotency_table(settings),
+            webhooks_table(settings),
         )
         for spec in specs:
             await ensure_table(ddb, spec)

@@ -41,6 +41,11 @@ class NovaSettings(BaseSettings):
         description="how long readers cache which read-model table is active",
     )
 
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="let webhooks reach loopback and private addresses (development)",
+    )
+
     def _named(self, base: str) -> str:
         return f"{base}-{self.resource_suffix}" if self.resource_suffix else base
 
@@ -72,6 +77,11 @@ class NovaSettings(BaseSettings):
     @property
     def idempotency_table(self) -> str:
         return self._named("nova-idempotency")
+
+    @property
+    def webhooks_table(self) -> str:
+        """Webhook subscriptions and their deliveries."""
+        return self._named("nova-webhooks")
 
     @property
     def audio_bucket(self) -> str:

@@ -1,47 +1,124 @@
 """`nova-integration`: the seed's "Event Handler (Integration)".
 
-Walking skeleton: it joins the pipeline as its own consumer group and records
-each event it would notify about. Webhook and EventBridge delivery are issue #8.
+It consumes every event as group `nova-integration`, stores a delivery for
+each webhook subscription that wants it (see `application.fanout`), forwards
+the public payloads to EventBridge when a bus is configured, and runs the
+dispatcher that sends the deliveries (see `application.dispatcher`).
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import contextlib
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import cast
 
 from faststream.asgi import AsgiFastStream
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from nova_events import EventEnvelope
+from nova_platform.aws import client_kwargs, session
 from nova_platform.consumer import build_consumer_app
 from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
+from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
+
+from ..adapters.audio_owners import EventStoreAudioOwners
+from ..adapters.eventbridge import EventBridgeForwarder, EventsClient
+from ..adapters.http_sender import HttpWebhookSender
+from ..application.dispatcher import Dispatcher
+from ..application.fanout import Fanout
+from ..domain.retry import RetryPolicy
 
 SERVICE = "integration"
-logger = logging.getLogger(__name__)
 
 
 class IntegrationSettings(NovaSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
 
     http_port: int = 8013
-
-
-async def handle(envelopes: Sequence[EventEnvelope]) -> None:
-    for envelope in envelopes:
-        logger.info(
-            "event received; no delivery targets configured",
-            extra={
-                "event_id": str(envelope.event_id),
-                "event_type": envelope.event_type,
-                "audio_id": str(envelope.aggregate_id),
-                "version": envelope.version,
-            },
-        )
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_base_delay_s: float = Field(default=1.0, gt=0)
+    webhook_max_delay_s: float = Field(default=600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_concurrency: int = Field(default=32, ge=1)
+    webhook_per_subscription: int = Field(default=4, ge=1)
+    webhook_poll_interval_s: float = Field(default=2.0, gt=0)
+    eventbridge_bus: str | None = Field(
+        default=None, description="forward public payloads to this bus; unset: off"
+    )
+    eventbridge_source: str = "nova.audio"
 
 
 def create_app(settings: IntegrationSettings) -> AsgiFastStream:
-    return build_consumer_app(settings, service=SERVICE, handle_batch=handle)
+    stack = AsyncExitStack()
+    fanout: Fanout | None = None
+    dispatching: asyncio.Task[None] | None = None
+
+    async def start() -> None:
+        nonlocal fanout, dispatching
+        aws = session()
+        ddb = await stack.enter_async_context(
+            aws.client("dynamodb", **client_kwargs(settings))
+        )
+        http = await stack.enter_async_context(
+            HttpWebhookSender.client(settings.webhook_timeout_s)
+        )
+        store = DynamoDBWebhookStore(ddb, settings.webhooks_table)
+        sender = HttpWebhookSender(
+            http,
+            allow_private=settings.webhook_allow_private_targets,
+            timeout_s=settings.webhook_timeout_s,
+        )
+        policy = RetryPolicy(
+            max_attempts=settings.webhook_max_attempts,
+            base_delay_s=settings.webhook_base_delay_s,
+            max_delay_s=settings.webhook_max_delay_s,
+        )
+        dispatcher = Dispatcher(
+            store,
+            sender,
+            policy,
+            concurrency=settings.webhook_concurrency,
+            per_subscription=settings.webhook_per_subscription,
+            lease_s=settings.webhook_timeout_s * 3 + 5,
+            poll_interval_s=settings.webhook_poll_interval_s,
+        )
+        forwarder = None
+        if settings.eventbridge_bus:
+            events = await stack.enter_async_context(
+                aws.client("events", **client_kwargs(settings))
+            )
+            forwarder = EventBridgeForwarder(
+                cast(EventsClient, events),
+                settings.eventbridge_bus,
+                source=settings.eventbridge_source,
+            )
+        owners = EventStoreAudioOwners(ddb, settings.event_store_table)
+        fanout = Fanout(store, owners, dispatcher, forwarder)
+        dispatching = asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
+
+    async def stop() -> None:
+        if dispatching is not None:
+            dispatching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatching
+        await stack.aclose()
+
+    async def handle(envelopes: Sequence[EventEnvelope]) -> None:
+        if fanout is None:
+            raise RuntimeError("the integration consumer started before its fan-out")
+        await fanout(envelopes)
+
+    return build_consumer_app(
+        settings,
+        service=SERVICE,
+        handle_batch=handle,
+        on_startup=[start],
+        on_shutdown=[stop],
+    )
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The integration service's connections to the outside world."""

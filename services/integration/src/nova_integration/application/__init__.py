@@ -1,0 +1,1 @@
+"""Fan-out of events into deliveries, and the dispatcher that sends them."""

@@ -1,0 +1,280 @@
+"""Sends stored deliveries: each lane in order, no endpoint holding back another.
+
+A lane is one audio's deliveries to one subscription. Its deliveries go out
+one at a time in `sequence` order: a delivery waits until the one before it is
+delivered. When one is parked, those behind it are parked too ("behind <event
+id>"), so a re-send replays the lane in order.
+
+Lanes run as their own tasks. A lane whose endpoint fails sleeps until its
+next attempt without holding anything; at most `per_subscription` requests go
+to one subscription at once and `concurrency` in all, so a slow endpoint uses
+its own share and the other subscriptions go on.
+
+The store is the truth; this process keeps only wake-up times. The consumer
+wakes the lanes it added deliveries to, and every `poll_interval_s` the
+dispatcher asks the store for pending deliveries that are due, which finds
+the retries it scheduled, re-sends ordered through the API, and the work of
+an instance that stopped. Before each attempt it claims the delivery with a
+lease in the store, so two instances never send one delivery at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from uuid import UUID
+
+from nova_platform.batches import is_transient
+from nova_platform.webhooks import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Subscription,
+    WebhookStore,
+)
+
+from ..domain.retry import RetryPolicy, Verdict
+from .ports import WebhookSender
+
+logger = logging.getLogger(__name__)
+
+Lane = tuple[UUID, UUID]
+
+STORE_RETRY_S = 2.0
+SUBSCRIPTION_TTL_S = 5.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: WebhookStore,
+        sender: WebhookSender,
+        policy: RetryPolicy,
+        *,
+        concurrency: int = 32,
+        per_subscription: int = 4,
+        lease_s: float = 60.0,
+        poll_interval_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._policy = policy
+        self._slots = asyncio.Semaphore(concurrency)
+        self._per_subscription = per_subscription
+        self._endpoint_slots: dict[UUID, asyncio.Semaphore] = {}
+        self._lease_s = lease_s
+        self._poll_interval_s = poll_interval_s
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._wake_at: dict[Lane, float] = {}
+        self._queue: list[tuple[float, Lane]] = []
+        self._running: dict[Lane, asyncio.Task[None]] = {}
+        self._again: set[Lane] = set()
+        self._changed = asyncio.Event()
+        self._subscriptions: dict[UUID, tuple[float, Subscription | None]] = {}
+        self.sent = 0
+
+    def notify(self, lanes: Iterable[Lane]) -> None:
+        """Wake these lanes now (the consumer stored deliveries in them)."""
+        now = self._clock()
+        for lane in lanes:
+            self._schedule(lane, now)
+
+    async def run(self) -> None:
+        """Dispatch until cancelled."""
+        next_poll = 0.0
+        try:
+            while True:
+                now = self._clock()
+                if now >= next_poll:
+                    await self._poll(now)
+                    next_poll = now + self._poll_interval_s
+                self._start_due(now)
+                wait = next_poll - now
+                if self._queue:
+                    wait = min(wait, self._queue[0][0] - now)
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), max(wait, 0.0))
+        finally:
+            tasks = list(self._running.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def idle(self) -> bool:
+        """True when no lane is running or waiting (for tests)."""
+        return not self._running and not self._queue
+
+    def _schedule(self, lane: Lane, when: float) -> None:
+        if lane in self._running:
+            self._again.add(lane)  # look again once the running pass ends
+            return
+        current = self._wake_at.get(lane)
+        if current is not None and current <= when:
+            return
+        self._wake_at[lane] = when
+        heapq.heappush(self._queue, (when, lane))
+        self._changed.set()
+
+    def _start_due(self, now: float) -> None:
+        while self._queue and self._queue[0][0] <= now:
+            when, lane = heapq.heappop(self._queue)
+            if self._wake_at.get(lane) != when or lane in self._running:
+                continue  # superseded by an earlier wake-up, or already running
+            del self._wake_at[lane]
+            self._running[lane] = asyncio.create_task(self._drive(lane))
+
+    async def _poll(self, now: float) -> None:
+        try:
+            lanes = await self._store.due(now)
+        except Exception:
+            logger.exception("could not look for due webhook deliveries")
+            return
+        for lane in lanes:
+            self._schedule(lane, now)
+
+    async def _drive(self, lane: Lane) -> None:
+        wake: float | None
+        try:
+            wake = await self._work(lane)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            wake = self._clock() + STORE_RETRY_S
+            logger.log(
+                logging.WARNING if is_transient(exc) else logging.ERROR,
+                "webhook lane failed; trying again",
+                exc_info=True,
+                extra={"subscription_id": str(lane[0]), "audio_id": str(lane[1])},
+            )
+        finally:
+            self._running.pop(lane, None)
+            self._changed.set()
+        if lane in self._again:
+            self._again.discard(lane)
+            wake = self._clock()
+        if wake is not None:
+            self._schedule(lane, wake)
+
+    async def _work(self, lane: Lane) -> float | None:
+        """Send the lane's deliveries in order; when to look again, or None."""
+        while True:
+            deliveries = await self._store.lane(*lane)
+            open_ = [
+                d
+                for d in deliveries
+                if d.status in (DeliveryStatus.PENDING, DeliveryStatus.PARKED)
+            ]
+            if not open_:
+                return None
+            first = open_[0]
+            if first.status is DeliveryStatus.PARKED:
+                await self._park_behind(first, open_[1:])
+                return None
+            now = self._clock()
+            if first.next_attempt_at > now:
+                return first.next_attempt_at
+            if first.lease_until > now:
+                return first.lease_until
+            subscription = await self._subscription(first.subscription_id)
+            if subscription is None:
+                await self._cancel(open_)
+                return None
+            if not await self._attempt(subscription, first):
+                return self._clock() + STORE_RETRY_S
+
+    async def _attempt(self, subscription: Subscription, delivery: Delivery) -> bool:
+        """Claim and send `delivery`; False when another instance has it."""
+        slots = self._endpoint_slots.setdefault(
+            subscription.subscription_id, asyncio.Semaphore(self._per_subscription)
+        )
+        # Claimed only once a slot is free: a lane waiting for a slot leaves its
+        # delivery to any other instance that has one.
+        async with slots, self._slots:
+            started = self._clock()
+            claimed = await self._store.claim(
+                delivery, now=started, lease_s=self._lease_s
+            )
+            if not claimed:
+                return False
+            result = await self._sender.send(subscription, delivery)
+        used = delivery.attempts_used + 1
+        decision = self._policy.decide(result, used, self._rng)
+        attempt = Attempt(
+            at=started,
+            latency_ms=round(result.latency_ms, 1),
+            response_code=result.response_code,
+            outcome=decision.verdict.value,
+            error=result.error[:500],
+        )
+        if decision.verdict is Verdict.DELIVERED:
+            updated = delivery.with_attempt(attempt, status=DeliveryStatus.DELIVERED)
+            self.sent += 1
+        elif decision.verdict is Verdict.RETRY:
+            updated = delivery.with_attempt(
+                attempt,
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=self._clock() + decision.delay_s,
+            )
+        else:
+            updated = delivery.with_attempt(
+                attempt, status=DeliveryStatus.PARKED, parked_reason=decision.reason
+            )
+        await self._store.save(updated)
+        logger.log(
+            logging.WARNING if decision.verdict is Verdict.PARKED else logging.INFO,
+            f"webhook {decision.verdict.value}",
+            extra={
+                "subscription_id": str(delivery.subscription_id),
+                "audio_id": str(delivery.audio_id),
+                "event_id": str(delivery.event_id),
+                "sequence": delivery.sequence,
+                "attempt": used,
+                "response_code": result.response_code,
+                "latency_ms": attempt.latency_ms,
+                "retry_in_s": round(decision.delay_s, 2),
+                "reason": decision.reason,
+            },
+        )
+        return True
+
+    async def _park_behind(self, parked: Delivery, rest: list[Delivery]) -> None:
+        for delivery in rest:
+            if delivery.status is DeliveryStatus.PENDING:
+                await self._store.save(
+                    replace(
+                        delivery,
+                        status=DeliveryStatus.PARKED,
+                        parked_reason=f"behind parked event {parked.event_id}",
+                        lease_until=0.0,
+                    )
+                )
+
+    async def _cancel(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            await self._store.save(
+                replace(
+                    delivery,
+                    status=DeliveryStatus.CANCELLED,
+                    parked_reason="the subscription was deleted",
+                    lease_until=0.0,
+                )
+            )
+
+    async def _subscription(self, subscription_id: UUID) -> Subscription | None:
+        now = self._clock()
+        cached = self._subscriptions.get(subscription_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await self._store.get_subscription(subscription_id)
+        self._subscriptions[subscription_id] = (now + SUBSCRIPTION_TTL_S, found)
+        return found

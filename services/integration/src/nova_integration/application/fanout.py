@@ -1,0 +1,108 @@
+"""The consumer's handler: turn each event into deliveries, durably, once.
+
+For every event with a public form, each subscription of the audio's owner
+that wants its type gets a delivery, stored before the consumer commits the
+offset. Stored deliveries are keyed by (subscription, audio, sequence), so an
+event Kafka delivers twice, or the relay republishes, adds nothing: the
+integration service never fires twice for one event and subscription. A
+projection rebuild reads the event store, not Kafka, and never reaches here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+from nova_events import AudioCreated, EventEnvelope, decode_payload
+from nova_platform.webhooks import Delivery, Subscription, WebhookStore
+
+from ..domain.payload import PUBLIC_EVENT_TYPES, encode_body, public_payload
+from .dispatcher import Dispatcher
+from .ports import AudioOwners, EventForwarder
+
+logger = logging.getLogger(__name__)
+
+
+class Fanout:
+    def __init__(
+        self,
+        store: WebhookStore,
+        owners: AudioOwners,
+        dispatcher: Dispatcher | None,
+        forwarder: EventForwarder | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._owners = owners
+        self._dispatcher = dispatcher
+        self._forwarder = forwarder
+        self._clock = clock
+
+    async def __call__(self, envelopes: Sequence[EventEnvelope]) -> None:
+        published = [
+            (envelope, public_payload(envelope))
+            for envelope in envelopes
+            if envelope.event_type in PUBLIC_EVENT_TYPES
+        ]
+        if not published:
+            return
+        owners = await self._owners_of([e for e, _ in published])
+        subscriptions: dict[UUID, list[Subscription]] = {}
+        for user_id in set(owners.values()):
+            subscriptions[user_id] = await self._store.subscriptions_of(user_id)
+        now = self._clock()
+        deliveries = [
+            _delivery(subscription, envelope, payload, now)
+            for envelope, payload in published
+            for subscription in subscriptions[owners[envelope.aggregate_id]]
+            if subscription.wants(payload["type"])
+        ]
+        added = await self._store.add_deliveries(deliveries) if deliveries else []
+        if self._forwarder is not None:
+            await self._forwarder.forward([payload for _, payload in published])
+        if self._dispatcher is not None:
+            self._dispatcher.notify({d.lane for d in deliveries})
+        if deliveries:
+            logger.info(
+                "webhook deliveries stored",
+                extra={
+                    "events": len(published),
+                    "deliveries": len(added),
+                    "duplicates": len(deliveries) - len(added),
+                },
+            )
+
+    async def _owners_of(self, envelopes: Sequence[EventEnvelope]) -> dict[UUID, UUID]:
+        owners: dict[UUID, UUID] = {}
+        for envelope in envelopes:
+            if envelope.event_type == AudioCreated.event_type():
+                created = decode_payload(envelope)
+                assert isinstance(created, AudioCreated)
+                owners[envelope.aggregate_id] = created.user_id
+        for envelope in envelopes:
+            if envelope.aggregate_id not in owners:
+                owners[envelope.aggregate_id] = await self._owners.owner_of(
+                    envelope.aggregate_id
+                )
+        return owners
+
+
+def _delivery(
+    subscription: Subscription,
+    envelope: EventEnvelope,
+    payload: dict[str, Any],
+    now: float,
+) -> Delivery:
+    return Delivery(
+        subscription_id=subscription.subscription_id,
+        audio_id=envelope.aggregate_id,
+        sequence=envelope.version,
+        event_id=envelope.event_id,
+        event_type=payload["type"],
+        body=encode_body(payload),
+        created_at=now,
+        next_attempt_at=now,
+    )

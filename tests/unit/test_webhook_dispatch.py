@@ -1,0 +1,392 @@
+"""Webhook delivery without backends: the retry rules, the fan-out of events
+into deliveries, and the dispatcher on the in-memory store with a scripted
+sender (timings are real but short)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+
+from nova_events import (
+    AUDIO_FILE,
+    AudioCreated,
+    AudioProcessingStarted,
+    DomainEvent,
+    EventEnvelope,
+    EventMetadata,
+    encode_payload,
+)
+from nova_integration.application.dispatcher import Dispatcher
+from nova_integration.application.fanout import Fanout
+from nova_integration.application.ports import AudioOwnerUnknownError
+from nova_integration.domain.retry import RetryPolicy, SendResult, Verdict
+from nova_platform.webhooks import (
+    Delivery,
+    DeliveryStatus,
+    InMemoryWebhookStore,
+    Subscription,
+)
+
+RNG = random.Random(7)
+META = EventMetadata(correlation_id="c", causation_id="c", user_id="u", command_id="c")
+
+
+def envelope(audio_id: UUID, version: int, event: DomainEvent) -> EventEnvelope:
+    return EventEnvelope(
+        event_id=uuid4(),
+        aggregate_type=AUDIO_FILE,
+        aggregate_id=audio_id,
+        event_type=event.event_type(),
+        schema_version=event.schema_version,
+        version=version,
+        occurred_at=datetime.now(UTC),
+        metadata=META,
+        data=dict(encode_payload(event)),
+    )
+
+
+def created(audio_id: UUID, user_id: UUID) -> EventEnvelope:
+    return envelope(
+        audio_id,
+        1,
+        AudioCreated(
+            audio_id=audio_id,
+            user_id=user_id,
+            title="t",
+            s3_key=f"audio/{user_id}/{audio_id}.wav",
+            file_name="a.wav",
+        ),
+    )
+
+
+def started(audio_id: UUID, version: int) -> EventEnvelope:
+    return envelope(
+        audio_id, version, AudioProcessingStarted(audio_id=audio_id, attempt=version)
+    )
+
+
+def subscription(user_id: UUID, *types: str) -> Subscription:
+    return Subscription(
+        subscription_id=uuid4(),
+        user_id=user_id,
+        url="https://hooks.example.com/nova",
+        event_types=frozenset(types or ("*",)),
+        secret="s" * 32,
+        created_at=time.time(),
+    )
+
+
+# --- the retry rules ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "verdict"),
+    [
+        (200, Verdict.DELIVERED),
+        (204, Verdict.DELIVERED),
+        (None, Verdict.RETRY),
+        (408, Verdict.RETRY),
+        (429, Verdict.RETRY),
+        (500, Verdict.RETRY),
+        (503, Verdict.RETRY),
+        (301, Verdict.PARKED),
+        (400, Verdict.PARKED),
+        (404, Verdict.PARKED),
+        (410, Verdict.PARKED),
+    ],
+)
+def test_which_answers_are_retried(code: int | None, verdict: Verdict) -> None:
+    decision = RetryPolicy().decide(SendResult(code, 5.0), 1, RNG)
+    assert decision.verdict is verdict
+
+
+def test_retries_back_off_exponentially_with_jitter_and_then_park() -> None:
+    policy = RetryPolicy(max_attempts=5, base_delay_s=1.0, max_delay_s=60.0)
+    failure = SendResult(503, 1.0)
+    delays = [policy.decide(failure, n, RNG).delay_s for n in range(1, 5)]
+    for n, delay in enumerate(delays, start=1):
+        step = 2 ** (n - 1)
+        assert step / 2 <= delay <= step
+    assert policy.decide(failure, 5, RNG).verdict is Verdict.PARKED
+    assert "gave up after 5 attempts" in policy.decide(failure, 5, RNG).reason
+
+
+def test_retry_after_is_honoured_up_to_the_cap() -> None:
+    policy = RetryPolicy(base_delay_s=0.1, max_delay_s=30.0)
+    asked = SendResult(429, 1.0, retry_after_s=12.0)
+    assert policy.decide(asked, 1, RNG).delay_s == pytest.approx(12.0)
+    greedy = SendResult(503, 1.0, retry_after_s=86400.0)
+    assert policy.decide(greedy, 1, RNG).delay_s == pytest.approx(30.0)
+
+
+def test_a_refused_target_is_parked_without_retrying() -> None:
+    refused = SendResult(None, 0.1, "10.0.0.1 is private", refused=True)
+    decision = RetryPolicy().decide(refused, 1, RNG)
+    assert decision.verdict is Verdict.PARKED
+    assert "10.0.0.1 is private" in decision.reason
+
+
+# --- the fan-out ---------------------------------------------------------------
+
+
+class Owners:
+    def __init__(self, owners: dict[UUID, UUID]) -> None:
+        self.owners = owners
+        self.lookups = 0
+
+    async def owner_of(self, audio_id: UUID) -> UUID:
+        self.lookups += 1
+        try:
+            return self.owners[audio_id]
+        except KeyError:
+            raise AudioOwnerUnknownError(str(audio_id)) from None
+
+
+async def test_each_user_gets_only_their_events_of_the_types_they_want() -> None:
+    store = InMemoryWebhookStore()
+    alice, bob = uuid4(), uuid4()
+    everything = subscription(alice)
+    only_started = subscription(alice, "audio.processing.started")
+    bobs = subscription(bob)
+    for sub in (everything, only_started, bobs):
+        await store.add_subscription(sub)
+    a1, b1 = uuid4(), uuid4()
+    fanout = Fanout(store, Owners({}), dispatcher=None)
+
+    await fanout([created(a1, alice), started(a1, 2), created(b1, bob)])
+
+    lanes = {
+        (s.subscription_id, a): await store.lane(s.subscription_id, a)
+        for s in (everything, only_started, bobs)
+        for a in (a1, b1)
+    }
+
+    def types(sub: Subscription, audio: UUID) -> list[str]:
+        return [d.event_type for d in lanes[(sub.subscription_id, audio)]]
+
+    assert types(everything, a1) == ["audio.created", "audio.processing.started"]
+    assert types(only_started, a1) == ["audio.processing.started"]
+    assert types(bobs, b1) == ["audio.created"]
+    assert types(everything, b1) == types(bobs, a1) == []
+
+
+async def test_a_redelivered_event_adds_no_delivery() -> None:
+    store = InMemoryWebhookStore()
+    user, audio = uuid4(), uuid4()
+    sub = subscription(user)
+    await store.add_subscription(sub)
+    owners = Owners({audio: user})
+    fanout = Fanout(store, owners, dispatcher=None)
+    events = [created(audio, user), started(audio, 2)]
+
+    await fanout(events)
+    await fanout(events[1:])  # a rewound batch
+    await fanout(events)  # a republish
+
+    lane = await store.lane(sub.subscription_id, audio)
+    assert [d.sequence for d in lane] == [1, 2]
+    assert owners.lookups == 1  # only the batch without AudioCreated asks
+
+
+async def test_an_audio_with_no_known_owner_fails_the_batch() -> None:
+    fanout = Fanout(InMemoryWebhookStore(), Owners({}), dispatcher=None)
+    with pytest.raises(AudioOwnerUnknownError):
+        await fanout([started(uuid4(), 2)])
+
+
+# --- the dispatcher ------------------------------------------------------------
+
+
+class ScriptedSender:
+    """Answers per subscription from a script; records what was sent when."""
+
+    def __init__(self) -> None:
+        self.script: dict[UUID, Callable[[Delivery], SendResult]] = {}
+        self.sent: list[tuple[UUID, UUID, int, int | None]] = []
+        self.delay_s: dict[UUID, float] = {}
+
+    async def send(self, subscription: Subscription, delivery: Delivery) -> SendResult:
+        sid = subscription.subscription_id
+        await asyncio.sleep(self.delay_s.get(sid, 0.0))
+        answer = self.script.get(sid, lambda _: SendResult(204, 1.0))(delivery)
+        self.sent.append(
+            (sid, delivery.audio_id, delivery.sequence, answer.response_code)
+        )
+        return answer
+
+
+def pending(sub: Subscription, audio: UUID, sequence: int) -> Delivery:
+    return Delivery(
+        subscription_id=sub.subscription_id,
+        audio_id=audio,
+        sequence=sequence,
+        event_id=uuid4(),
+        event_type="audio.processing.started",
+        body=b"{}",
+        created_at=time.time(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield dispatcher
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(probe: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+FAST = RetryPolicy(max_attempts=4, base_delay_s=0.02, max_delay_s=0.1)
+
+
+async def test_a_lane_goes_out_in_order_after_failures() -> None:
+    store, sender = InMemoryWebhookStore(), ScriptedSender()
+    sub = subscription(uuid4())
+    await store.add_subscription(sub)
+    audio = uuid4()
+    answers = iter([503, 500, 204, 429, 204, 204])
+    sender.script[sub.subscription_id] = lambda _: SendResult(next(answers), 1.0)
+    await store.add_deliveries([pending(sub, audio, n) for n in (1, 2, 3)])
+    dispatcher = Dispatcher(store, sender, FAST, poll_interval_s=0.05)
+
+    async with running(dispatcher):
+        dispatcher.notify([(sub.subscription_id, audio)])
+        await until(lambda: dispatcher.sent == 3)
+
+    assert [(s, c) for _, _, s, c in sender.sent] == [
+        (1, 503),
+        (1, 500),
+        (1, 204),
+        (2, 429),
+        (2, 204),
+        (3, 204),
+    ]
+    lane = await store.lane(sub.subscription_id, audio)
+    assert [d.status for d in lane] == [DeliveryStatus.DELIVERED] * 3
+    assert [a.response_code for a in lane[0].attempts] == [503, 500, 204]
+    assert [a.outcome for a in lane[0].attempts] == ["retry", "retry", "delivered"]
+
+
+async def test_a_dead_endpoint_does_not_hold_back_the_others() -> None:
+    store, sender = InMemoryWebhookStore(), ScriptedSender()
+    dead, alive = subscription(uuid4()), subscription(uuid4())
+    for sub in (dead, alive):
+        await store.add_subscription(sub)
+    sender.delay_s[dead.subscription_id] = 0.3  # slow, and then fails
+    sender.script[dead.subscription_id] = lambda _: SendResult(None, 300.0, "timeout")
+    audios = [uuid4() for _ in range(10)]
+    for audio in audios:
+        await store.add_deliveries([pending(dead, audio, 1), pending(alive, audio, 1)])
+    dispatcher = Dispatcher(
+        store, sender, FAST, concurrency=4, per_subscription=2, poll_interval_s=0.05
+    )
+
+    async with running(dispatcher):
+        dispatcher.notify((s.subscription_id, a) for a in audios for s in (dead, alive))
+        await until(lambda: dispatcher.sent == 10, timeout=3.0)
+        assert not any(
+            c == 204 for s, _, _, c in sender.sent if s == dead.subscription_id
+        )
+
+
+async def test_the_lane_parks_in_order_and_a_resend_completes_it() -> None:
+    store, sender = InMemoryWebhookStore(), ScriptedSender()
+    sub = subscription(uuid4())
+    await store.add_subscription(sub)
+    audio = uuid4()
+    sender.script[sub.subscription_id] = lambda _: SendResult(500, 1.0, "down")
+    await store.add_deliveries([pending(sub, audio, n) for n in (1, 2)])
+    dispatcher = Dispatcher(store, sender, FAST, poll_interval_s=0.05)
+
+    async with running(dispatcher):
+        dispatcher.notify([(sub.subscription_id, audio)])
+
+        async def statuses() -> list[DeliveryStatus]:
+            return [d.status for d in await store.lane(sub.subscription_id, audio)]
+
+        deadline = time.monotonic() + 5
+        while await statuses() != [DeliveryStatus.PARKED] * 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        first, second = await store.lane(sub.subscription_id, audio)
+        assert first.attempts_used == 4
+        assert "gave up after 4 attempts" in first.parked_reason
+        assert second.attempts == ()  # never sent before the first
+        assert second.parked_reason == f"behind parked event {first.event_id}"
+
+        # The endpoint is fixed; a re-send (what the API does) completes both.
+        sender.script[sub.subscription_id] = lambda _: SendResult(200, 1.0)
+        for parked in (first, second):
+            await store.save(
+                replace(
+                    parked,
+                    status=DeliveryStatus.PENDING,
+                    attempts_used=0,
+                    next_attempt_at=time.time(),
+                    parked_reason="",
+                )
+            )
+        while await statuses() != [DeliveryStatus.DELIVERED] * 2:
+            assert time.monotonic() < deadline + 5
+            await asyncio.sleep(0.01)
+    assert [s for _, _, s, c in sender.sent if c == 200] == [1, 2]
+
+
+async def test_deliveries_of_a_deleted_subscription_are_cancelled() -> None:
+    store, sender = InMemoryWebhookStore(), ScriptedSender()
+    sub = subscription(uuid4())
+    audio = uuid4()
+    await store.add_deliveries([pending(sub, audio, 1)])  # never stored: deleted
+    dispatcher = Dispatcher(store, sender, FAST, poll_interval_s=0.05)
+
+    async with running(dispatcher):
+        dispatcher.notify([(sub.subscription_id, audio)])
+        await until(lambda: dispatcher.idle(), timeout=2.0)
+        await asyncio.sleep(0.1)
+
+    (delivery,) = await store.lane(sub.subscription_id, audio)
+    assert delivery.status is DeliveryStatus.CANCELLED
+    assert sender.sent == []
+
+
+async def test_two_dispatchers_on_one_store_send_each_delivery_once() -> None:
+    store, sender = InMemoryWebhookStore(), ScriptedSender()
+    sub = subscription(uuid4())
+    await store.add_subscription(sub)
+    sender.delay_s[sub.subscription_id] = 0.02
+    audios = [uuid4() for _ in range(8)]
+    for audio in audios:
+        await store.add_deliveries([pending(sub, audio, n) for n in (1, 2, 3)])
+    # One request at a time each: neither can take all the work alone.
+    one, two = (
+        Dispatcher(store, sender, FAST, per_subscription=1, poll_interval_s=0.02)
+        for _ in range(2)
+    )
+
+    async with running(one), running(two):
+        await until(lambda: one.sent + two.sent == 24)
+        await asyncio.sleep(0.1)
+
+    assert one.sent > 0  # both found work through the store
+    assert two.sent > 0
+    sent = [(a, s) for _, a, s, _ in sender.sent]
+    assert sorted(sent) == sorted((a, n) for a in audios for n in (1, 2, 3))
+    for audio in audios:
+        assert [s for a, s in sent if a == audio] == [1, 2, 3]
