@@ -41,6 +41,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.endpoints: dict[str, Endpoint] = {}
         self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
         self.base_url = ""
 
     def endpoint(self, name: str, secret: str, **options: Any) -> str:
@@ -61,6 +62,7 @@ class WebhookReceiver:
         self.base_url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        self._closing.set()  # let hanging requests end, or cleanup waits for them
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -76,7 +78,8 @@ class WebhookReceiver:
             endpoint.bad_signatures += 1
             return web.Response(status=401, text=str(exc))
         if endpoint.hang:
-            await asyncio.sleep(3600)
+            await self._closing.wait()
+            return web.Response(status=503)
         if endpoint.requests <= endpoint.fail_first:
             headers = (
                 {"Retry-After": endpoint.retry_after} if endpoint.retry_after else {}

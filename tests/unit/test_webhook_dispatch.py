@@ -216,7 +216,8 @@ class ScriptedSender:
     async def send(self, subscription: Subscription, delivery: Delivery) -> SendResult:
         sid = subscription.subscription_id
         await asyncio.sleep(self.delay_s.get(sid, 0.0))
-        answer = self.script.get(sid, lambda _: SendResult(204, 1.0))(delivery)
+        script = self.script.get(sid)
+        answer = script(delivery) if script else SendResult(204, 1.0)
         self.sent.append(
             (sid, delivery.audio_id, delivery.sequence, answer.response_code)
         )

@@ -1,0 +1,217 @@
+"""The HTTP sender against a real receiver on loopback (no Nova backends)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import pytest
+from aiohttp import web
+
+from nova_integration.adapters.http_sender import HttpWebhookSender
+from nova_integration.domain.payload import encode_body
+from nova_platform.webhooks import Delivery, Subscription
+from nova_platform.webhooks.targets import (
+    TargetRefusedError,
+    check_address,
+    parse_target,
+)
+
+from ..webhook_receiver import WebhookReceiver
+
+SECRET = "whsec_" + "k" * 32
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    found = WebhookReceiver()
+    await found.start()
+    yield found
+    await found.stop()
+
+
+@pytest.fixture
+async def sender() -> AsyncIterator[HttpWebhookSender]:
+    async with HttpWebhookSender.client(timeout_s=0.5) as client:
+        yield HttpWebhookSender(client, allow_private=True, timeout_s=0.5)
+
+
+def subscription(url: str) -> Subscription:
+    return Subscription(
+        subscription_id=uuid4(),
+        user_id=uuid4(),
+        url=url,
+        event_types=frozenset({"*"}),
+        secret=SECRET,
+        created_at=time.time(),
+    )
+
+
+def delivery(sub: Subscription, sequence: int = 1) -> Delivery:
+    event_id, audio_id = uuid4(), uuid4()
+    payload = {
+        "id": str(event_id),
+        "type": "audio.created",
+        "api_version": "2026-12-01",
+        "created_at": "2026-12-03T20:28:42.123456Z",
+        "audio_id": str(audio_id),
+        "sequence": sequence,
+        "data": {"language": "en-US"},
+    }
+    return Delivery(
+        subscription_id=sub.subscription_id,
+        audio_id=audio_id,
+        sequence=sequence,
+        event_id=event_id,
+        event_type="audio.created",
+        body=encode_body(payload),
+        created_at=time.time(),
+    )
+
+
+async def test_a_delivery_arrives_signed_and_verifiable(
+    receiver: WebhookReceiver, sender: HttpWebhookSender
+) -> None:
+    sub = subscription(receiver.endpoint("ok", SECRET))
+    sent = delivery(sub)
+
+    result = await sender.send(sub, sent)
+
+    assert result.response_code == 204
+    assert result.latency_ms > 0
+    endpoint = receiver.endpoints["ok"]
+    assert endpoint.bad_signatures == 0
+    assert list(endpoint.accepted) == [str(sent.event_id)]
+
+
+async def test_a_wrong_secret_is_refused_by_the_receiver(
+    receiver: WebhookReceiver, sender: HttpWebhookSender
+) -> None:
+    url = receiver.endpoint("strict", "whsec_another_secret_entirely")
+    result = await sender.send(subscription(url), delivery(subscription(url)))
+    assert result.response_code == 401
+    assert "signature does not match" in result.error
+    assert receiver.endpoints["strict"].bad_signatures == 1
+
+
+async def test_retry_after_is_read_from_the_answer(
+    receiver: WebhookReceiver, sender: HttpWebhookSender
+) -> None:
+    url = receiver.endpoint(
+        "busy", SECRET, fail_first=1, fail_status=429, retry_after="7"
+    )
+    result = await sender.send(subscription(url), delivery(subscription(url)))
+    assert result.response_code == 429
+    assert result.retry_after_s == 7.0
+
+
+async def test_a_receiver_that_never_answers_times_out(
+    receiver: WebhookReceiver, sender: HttpWebhookSender
+) -> None:
+    url = receiver.endpoint("hangs", SECRET, hang=True)
+    started = time.monotonic()
+    result = await sender.send(subscription(url), delivery(subscription(url)))
+    assert result.response_code is None
+    assert "no answer within 0.5 s" in result.error
+    assert time.monotonic() - started < 2.0
+
+
+async def test_redirects_are_not_followed_and_bodies_are_capped(
+    sender: HttpWebhookSender,
+) -> None:
+    hits: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=302, headers={"Location": "/elsewhere"})
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        for _ in range(1000):  # 1 MB, of which the sender reads 4 KiB
+            await response.write(b"x" * 1024)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/redirect", redirect)
+    app.router.add_post("/elsewhere", redirect)
+    app.router.add_post("/huge", huge)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        base = f"http://127.0.0.1:{port}"
+        moved = await sender.send(
+            subscription(base + "/redirect"), delivery(subscription(base))
+        )
+        assert moved.response_code == 302
+        failed = await sender.send(
+            subscription(base + "/huge"), delivery(subscription(base))
+        )
+        assert failed.response_code == 500
+        assert len(failed.error) <= 200
+        assert hits == ["/redirect", "/huge"]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[fe80::1]/hook",
+    ],
+)
+async def test_private_targets_are_refused_without_the_development_setting(
+    url: str,
+) -> None:
+    async with HttpWebhookSender.client() as client:
+        strict = HttpWebhookSender(client, allow_private=False, timeout_s=1.0)
+        result = await strict.send(subscription(url), delivery(subscription(url)))
+    assert result.refused
+    assert result.response_code is None
+    assert "public addresses" in result.error or "not an address" in result.error
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("ftp://example.com/x", "only http:// and https://"),
+        ("https://user:pw@example.com/x", "no credentials"),
+        ("https:///x", "no host name"),
+        ("https://example.com/x#frag", "fragment"),
+        ("https://exa mple.com/", "spaces"),
+        ("https://example.com:99999/", "not valid"),
+    ],
+)
+def test_malformed_urls_say_what_to_fix(url: str, complaint: str) -> None:
+    with pytest.raises(TargetRefusedError, match=complaint):
+        parse_target(url)
+
+
+def test_multicast_and_unspecified_are_never_allowed() -> None:
+    for address in ("0.0.0.0", "224.0.0.1", "::"):
+        with pytest.raises(TargetRefusedError):
+            check_address(address, allow_private=True)
+    check_address("93.184.215.14", allow_private=False)
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused() -> None:
+    # `localhost` resolves through the system resolver, like any name would.
+    async with HttpWebhookSender.client() as client:
+        strict = HttpWebhookSender(client, allow_private=False, timeout_s=1.0)
+        url = "http://localhost.:9/hook"
+        result = await strict.send(subscription(url), delivery(subscription(url)))
+    assert result.refused
+    await asyncio.sleep(0)
