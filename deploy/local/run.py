@@ -42,6 +42,11 @@ def main() -> int:
         if line.startswith("export ")
     )
     env.setdefault("NOVA_JWT_SECRET", os.environ.get("NOVA_JWT_SECRET", DEV_SECRET))
+    # A development machine's webhook receivers listen on loopback.
+    env.setdefault(
+        "NOVA_WEBHOOK_ALLOW_PRIVATE_TARGETS",
+        os.environ.get("NOVA_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+    )
     subprocess.run([str(BIN / "nova-init")], env={**os.environ, **env}, check=True)
 
     log_dir = ROOT / ".nova" / "run" / "logs"

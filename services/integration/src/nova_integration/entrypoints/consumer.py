@@ -31,6 +31,7 @@ from ..adapters.http_sender import HttpWebhookSender
 from ..application.dispatcher import Dispatcher
 from ..application.fanout import Fanout
 from ..domain.retry import RetryPolicy
+from .redrive import parse_command, run_redrive
 
 SERVICE = "integration"
 
@@ -121,6 +122,11 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
     )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve; or `nova-integration redrive` (see `redrive.py`)."""
+    args = parse_command(argv)
     settings = IntegrationSettings()
+    if args.command == "redrive":
+        aggregate = str(args.aggregate) if args.aggregate else None
+        raise SystemExit(run_redrive(settings, SERVICE, aggregate))
     serve(SERVICE, settings, settings.http_port, create_app)
