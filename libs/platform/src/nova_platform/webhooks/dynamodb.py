@@ -206,26 +206,36 @@ class DynamoDBWebhookStore:
         await self._ddb.put_item(TableName=self._table, Item=_item(delivery))
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[UUID, UUID]]:
-        lanes: list[tuple[UUID, UUID]] = []
+        # Up to `limit` lanes from each shard (a lane may hold many due
+        # deliveries, so pages are followed), then the most overdue overall.
+        earliest: dict[tuple[UUID, UUID], str] = {}
         for shard in range(PENDING_SHARDS):
-            page = await self._ddb.query(
-                TableName=self._table,
-                IndexName=PENDING_INDEX,
-                KeyConditionExpression="gsi1pk = :p AND gsi1sk <= :now",
-                ExpressionAttributeValues={
+            request: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": PENDING_INDEX,
+                "KeyConditionExpression": "gsi1pk = :p AND gsi1sk <= :now",
+                "ExpressionAttributeValues": {
                     ":p": {"S": f"PENDING#{shard}"},
                     ":now": {"S": _due_key(now) + "~"},
                 },
-                Limit=limit,
-            )
-            for item in page.get("Items", []):
-                lane = (
-                    UUID(item["pk"]["S"].removeprefix("SUB#")),
-                    UUID(item["audio_id"]["S"]),
-                )
-                if lane not in lanes:
-                    lanes.append(lane)
-        return lanes[:limit]
+                "Limit": limit,
+            }
+            found = 0
+            while found < limit:
+                page = await self._ddb.query(**request)
+                for item in page.get("Items", []):
+                    lane = (
+                        UUID(item["pk"]["S"].removeprefix("SUB#")),
+                        UUID(item["audio_id"]["S"]),
+                    )
+                    if lane not in earliest:
+                        earliest[lane] = item["gsi1sk"]["S"]
+                        found += 1
+                last = page.get("LastEvaluatedKey")
+                if not last:
+                    break
+                request["ExclusiveStartKey"] = last
+        return sorted(earliest, key=earliest.__getitem__)[:limit]
 
     async def deliveries(
         self,

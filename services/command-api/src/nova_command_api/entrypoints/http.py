@@ -36,6 +36,8 @@ from nova_platform.http.problems import (
 from nova_platform.http.security import bearer_principal, correlation_middleware
 from nova_platform.logging import correlation_id
 from nova_platform.serve import serve
+from nova_platform.webhooks import WebhookStore
+from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
 from ..adapters.audio_probe import probe_audio
 from ..adapters.dynamodb_event_store import DynamoDBEventStore
@@ -54,9 +56,11 @@ from ..application.handlers import AudioCommandHandler, CommandResult, user_pref
 from ..application.idempotency import IdempotencyStore
 from ..application.ports import EventStore
 from ..application.storage import AudioStorage
+from ..application.webhooks import WebhookSubscriptions
 from ..settings import CommandApiSettings
 from .idempotency import IdempotentRunner, fingerprint
 from .problems import install_command_problems
+from .webhooks import webhook_router
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._/-]+$")
 _LANGUAGE = r"^(auto|[a-z]{2,3}-[A-Z]{2})$"
@@ -248,6 +252,7 @@ def create_app(
     event_store: EventStore | None = None,
     storage: AudioStorage | None = None,
     idempotency: IdempotencyStore | None = None,
+    webhooks: WebhookStore | None = None,
 ) -> FastAPI:
     """The command API; the optional adapters replace AWS in unit tests."""
     verifier = TokenVerifier(settings)
@@ -258,11 +263,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             store, files, keys = event_store, storage, idempotency
-            if store is None or files is None or keys is None:
+            hooks = webhooks
+            if store is None or files is None or keys is None or hooks is None:
                 aws = session()
                 ddb = await stack.enter_async_context(
                     aws.client("dynamodb", **client_kwargs(settings))
                 )
+                if hooks is None:
+                    hooks = DynamoDBWebhookStore(ddb, settings.webhooks_table)
+            if store is None or files is None or keys is None:
                 s3 = await stack.enter_async_context(
                     aws.client("s3", **client_kwargs(settings))
                 )
@@ -274,6 +283,9 @@ def create_app(
                 )
             app.state.handler = AudioCommandHandler(store, files, probe_audio)
             app.state.idempotency = IdempotentRunner(keys, settings.idempotency_wait_s)
+            app.state.webhooks = WebhookSubscriptions(
+                hooks, allow_private_targets=settings.webhook_allow_private_targets
+            )
             yield
 
     app = FastAPI(
@@ -569,6 +581,8 @@ def create_app(
         return await once(
             request, principal, key, fingerprint("delete", str(audio_id)), run
         )
+
+    app.include_router(webhook_router(writer))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

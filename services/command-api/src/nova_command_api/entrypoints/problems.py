@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from nova_platform.http.problems import Problem
+from nova_platform.webhooks import InvalidCursorError, SubscriptionNotFoundError
 
 from ..application.errors import (
     AudioNotFoundError,
@@ -20,6 +21,14 @@ from ..application.storage import (
     AudioObjectMissingError,
     AudioStorageError,
     NotAudioError,
+)
+from ..application.webhooks import (
+    DeliveryNotFoundError,
+    DeliveryNotParkedError,
+    EarlierDeliveryParkedError,
+    InvalidSubscriptionError,
+    SubscriptionLimitError,
+    WebhookAccessError,
 )
 from ..domain.errors import InvalidStateError
 
@@ -109,6 +118,82 @@ def _storage(exc: AudioStorageError) -> Problem:
     )
 
 
+def _no_subscription(exc: SubscriptionNotFoundError) -> Problem:
+    return Problem(
+        f"no webhook subscription {exc.subscription_id} visible to you; check the id",
+        status=404,
+        kind="not-found",
+        title="Webhook subscription not found",
+        subscription_id=str(exc.subscription_id),
+    )
+
+
+def _no_delivery(exc: DeliveryNotFoundError) -> Problem:
+    return Problem(
+        str(exc),
+        status=404,
+        kind="not-found",
+        title="Webhook delivery not found",
+        subscription_id=str(exc.subscription_id),
+        audio_id=str(exc.audio_id),
+        sequence=exc.sequence,
+    )
+
+
+def _not_parked(exc: DeliveryNotParkedError) -> Problem:
+    return Problem(
+        str(exc),
+        status=409,
+        kind="delivery-not-parked",
+        title="Only a parked delivery can be re-sent",
+        status_now=exc.status,
+    )
+
+
+def _earlier_parked(exc: EarlierDeliveryParkedError) -> Problem:
+    return Problem(
+        str(exc),
+        status=409,
+        kind="earlier-delivery-parked",
+        title="Re-send the audio's first parked delivery",
+        first_parked_sequence=exc.sequence,
+        first_parked_event_id=str(exc.event_id),
+    )
+
+
+def _invalid_subscription(exc: InvalidSubscriptionError) -> Problem:
+    return Problem(
+        f"fix these fields and send again: {exc.location} ({exc.message})",
+        status=422,
+        kind="invalid-request",
+        title="The request does not match the API's schema",
+        errors=[{"location": exc.location, "message": exc.message}],
+    )
+
+
+def _subscription_limit(exc: SubscriptionLimitError) -> Problem:
+    return Problem(
+        str(exc),
+        status=409,
+        kind="subscription-limit",
+        title="Too many webhook subscriptions",
+        limit=exc.limit,
+    )
+
+
+def _webhook_access(exc: WebhookAccessError) -> Problem:
+    return Problem(str(exc), status=403, kind="forbidden", title="Not allowed")
+
+
+def _cursor(exc: InvalidCursorError) -> Problem:
+    return Problem(
+        f"{exc}; send the `next_cursor` of the previous page, or none for the first",
+        status=400,
+        kind="invalid-cursor",
+        title="Invalid cursor",
+    )
+
+
 _MAPPERS: dict[type[Exception], Callable[[Exception], Problem]] = {
     AudioNotFoundError: _not_found,  # type: ignore[dict-item]
     VersionMismatchError: _version,  # type: ignore[dict-item]
@@ -119,6 +204,14 @@ _MAPPERS: dict[type[Exception], Callable[[Exception], Problem]] = {
     NotAudioError: _not_audio,  # type: ignore[dict-item]
     AudioObjectMissingError: _missing,  # type: ignore[dict-item]
     AudioStorageError: _storage,  # type: ignore[dict-item]
+    SubscriptionNotFoundError: _no_subscription,  # type: ignore[dict-item]
+    DeliveryNotFoundError: _no_delivery,  # type: ignore[dict-item]
+    DeliveryNotParkedError: _not_parked,  # type: ignore[dict-item]
+    EarlierDeliveryParkedError: _earlier_parked,  # type: ignore[dict-item]
+    InvalidSubscriptionError: _invalid_subscription,  # type: ignore[dict-item]
+    SubscriptionLimitError: _subscription_limit,  # type: ignore[dict-item]
+    WebhookAccessError: _webhook_access,  # type: ignore[dict-item]
+    InvalidCursorError: _cursor,  # type: ignore[dict-item]
 }
 
 
