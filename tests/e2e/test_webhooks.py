@@ -236,6 +236,7 @@ async def test_webhooks_arrive_once_in_order_signed_and_parked_ones_can_be_resen
             lambda: _at_least(len(receiver.endpoints["bobs"].accepted), 3),
             what="bob's events",
         )
+        metrics = (await http.get(f"{restarted.url}/metrics")).text
 
     for name in ("flaky", "dead"):
         endpoint = receiver.endpoints[name]
@@ -258,6 +259,9 @@ async def test_webhooks_arrive_once_in_order_signed_and_parked_ones_can_be_resen
     # a kill between its answer and the stored outcome sends that one again,
     # which its deduplication on the event id absorbs.)
     assert sum(receiver.endpoints["dead"].duplicates.values()) == 0
+    for outcome in ("delivered", "parked"):
+        assert f'nova_webhook_attempts_total{{outcome="{outcome}"}}' in metrics
+    assert "nova_consumer_applied_events_total" in metrics
 
 
 async def _at_least(value: int, wanted: int) -> bool | None:

@@ -98,15 +98,20 @@ def build_consumer_app(
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
     max_records: int = 500,
+    registry: CollectorRegistry | None = None,
 ) -> AsgiFastStream:
-    """An ASGI app that consumes the events topic as group `nova-<service>`."""
+    """An ASGI app that consumes the events topic as group `nova-<service>`.
+
+    `/metrics` serves `registry` (a fresh one by default), so a service can
+    add its own metrics next to the consumer's.
+    """
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"nova-{service}",
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
     )
-    registry = CollectorRegistry()
+    registry = registry or CollectorRegistry()
     metrics = ConsumerMetrics(registry)
     stack = AsyncExitStack()
     processor: BatchProcessor | None = None

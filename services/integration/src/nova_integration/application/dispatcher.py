@@ -39,7 +39,7 @@ from nova_platform.webhooks import (
     WebhookStore,
 )
 
-from ..domain.retry import RetryPolicy, Verdict
+from ..domain.retry import RetryPolicy, SendResult, Verdict
 from .ports import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Dispatcher:
         poll_interval_s: float = 2.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        on_attempt: Callable[[Verdict, SendResult], None] | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -74,6 +75,7 @@ class Dispatcher:
         self._poll_interval_s = poll_interval_s
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._on_attempt = on_attempt
         self._wake_at: dict[Lane, float] = {}
         self._queue: list[tuple[float, Lane]] = []
         self._running: dict[Lane, asyncio.Task[None]] = {}
@@ -230,6 +232,8 @@ class Dispatcher:
                 attempt, status=DeliveryStatus.PARKED, parked_reason=decision.reason
             )
         await self._store.save(updated)
+        if self._on_attempt is not None:
+            self._on_attempt(decision.verdict, result)
         logger.log(
             logging.WARNING if decision.verdict is Verdict.PARKED else logging.INFO,
             f"webhook {decision.verdict.value}",

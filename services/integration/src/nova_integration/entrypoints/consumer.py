@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from typing import cast
 
 from faststream.asgi import AsgiFastStream
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -30,7 +31,7 @@ from ..adapters.eventbridge import EventBridgeForwarder, EventsClient
 from ..adapters.http_sender import HttpWebhookSender
 from ..application.dispatcher import Dispatcher
 from ..application.fanout import Fanout
-from ..domain.retry import RetryPolicy
+from ..domain.retry import RetryPolicy, SendResult, Verdict
 from .redrive import parse_command, run_redrive
 
 SERVICE = "integration"
@@ -53,7 +54,28 @@ class IntegrationSettings(NovaSettings):
     eventbridge_source: str = "nova.audio"
 
 
+class WebhookMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = Counter(
+            "nova_webhook_attempts",
+            "Webhook requests, by what they decided",
+            ["outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "nova_webhook_attempt_seconds",
+            "Duration of webhook requests, answered or not",
+            registry=registry,
+        )
+
+    def record(self, verdict: Verdict, result: SendResult) -> None:
+        self.attempts.labels(outcome=verdict.value).inc()
+        self.latency.observe(result.latency_ms / 1000)
+
+
 def create_app(settings: IntegrationSettings) -> AsgiFastStream:
+    registry = CollectorRegistry()
+    metrics = WebhookMetrics(registry)
     stack = AsyncExitStack()
     fanout: Fanout | None = None
     dispatching: asyncio.Task[None] | None = None
@@ -86,6 +108,7 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
             per_subscription=settings.webhook_per_subscription,
             lease_s=settings.webhook_timeout_s * 3 + 5,
             poll_interval_s=settings.webhook_poll_interval_s,
+            on_attempt=metrics.record,
         )
         forwarder = None
         if settings.eventbridge_bus:
@@ -119,6 +142,7 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
         handle_batch=handle,
         on_startup=[start],
         on_shutdown=[stop],
+        registry=registry,
     )
 
 
