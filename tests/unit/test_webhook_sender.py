@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from nova_integration.adapters.http_sender import HttpWebhookSender
 from nova_integration.domain.payload import encode_body
@@ -215,3 +222,74 @@ async def test_a_name_resolving_to_a_private_address_is_refused() -> None:
         result = await strict.send(subscription(url), delivery(subscription(url)))
     assert result.refused
     await asyncio.sleep(0)
+
+
+def certificate(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for DNS name `name` only (no IP address)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{name}.pem", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(
+    ("cert_name", "delivered"), [("localhost", True), ("elsewhere.example", False)]
+)
+async def test_https_goes_to_the_checked_address_and_verifies_the_name(
+    tmp_path: Path, cert_name: str, delivered: bool
+) -> None:
+    cert_path, key_path = certificate(tmp_path, cert_name)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_path, key_path)
+    seen: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        seen.append(request.headers["Host"])
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    trust = ssl.create_default_context(cafile=str(cert_path))
+    try:
+        async with HttpWebhookSender.client(verify=trust) as client:
+            sender = HttpWebhookSender(client, allow_private=True, timeout_s=2.0)
+            url = f"https://localhost:{port}/hook"
+            result = await sender.send(subscription(url), delivery(subscription(url)))
+    finally:
+        await runner.cleanup()
+
+    if delivered:
+        assert result.response_code == 204, result.error
+        assert seen == [f"localhost:{port}"]
+    else:  # the certificate names another host: no request is made
+        assert result.response_code is None
+        assert (
+            "CERTIFICATE_VERIFY_FAILED" in result.error or "certificate" in result.error
+        )
+        assert seen == []

@@ -17,6 +17,7 @@ Items (one table, string keys `pk`, `sk`, sparse GSI `gsi1-pending`):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 PENDING_INDEX = "gsi1-pending"
 PENDING_SHARDS = 4
+ADD_CONCURRENCY = 16
 
 
 class DynamoDBWebhookStore:
@@ -141,20 +143,27 @@ class DynamoDBWebhookStore:
         )
 
     async def add_deliveries(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        added = []
-        for delivery in deliveries:
-            try:
-                await self._ddb.put_item(
-                    TableName=self._table,
-                    Item=_item(delivery),
-                    ConditionExpression="attribute_not_exists(pk)",
-                )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-                continue
-            added.append(delivery)
-        return added
+        # One conditional put each (a batch write cannot be conditional), at
+        # most `ADD_CONCURRENCY` at a time.
+        slots = asyncio.Semaphore(ADD_CONCURRENCY)
+
+        async def add(delivery: Delivery) -> bool:
+            async with slots:
+                try:
+                    await self._ddb.put_item(
+                        TableName=self._table,
+                        Item=_item(delivery),
+                        ConditionExpression="attribute_not_exists(pk)",
+                    )
+                except ClientError as exc:
+                    code = exc.response["Error"]["Code"]
+                    if code != "ConditionalCheckFailedException":
+                        raise
+                    return False
+                return True
+
+        added = await asyncio.gather(*(add(d) for d in deliveries))
+        return [d for d, new in zip(deliveries, added, strict=True) if new]
 
     async def lane(self, subscription_id: UUID, audio_id: UUID) -> list[Delivery]:
         items = await self._all(

@@ -11,6 +11,7 @@ excerpt; one `timeout_s` bounds the whole attempt, connecting included.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -49,12 +50,16 @@ class HttpWebhookSender:
         self._clock = clock
 
     @staticmethod
-    def client(timeout_s: float = 10.0) -> httpx.AsyncClient:
+    def client(
+        timeout_s: float = 10.0, verify: ssl.SSLContext | bool = True
+    ) -> httpx.AsyncClient:
         """An httpx client fit for webhooks: no redirects, no proxy from the
-        environment (it would bypass the address checks)."""
+        environment (it would bypass the address checks). `verify` is the
+        certificate check (the system's CAs by default)."""
         return httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
+            verify=verify,
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
