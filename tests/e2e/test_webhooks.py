@@ -10,6 +10,7 @@ out, once.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -79,12 +80,15 @@ def pipeline(
     wanted = tuple(s for s in SERVICES if s.name in WANTED)
     ports = {s.name: free_port() for s in wanted}
     running = start_services(BIN, env, tmp_path, ports, wanted)
+    by_name = {r.service.name: r for r in running}
     try:
         wait_healthy(running, timeout=90)
-        yield {r.service.name: r for r in running}
+        yield by_name
     finally:
-        stop_services(running)
-        for item in running if request.session.testsfailed else ():
+        # The test replaces a service it restarts: stop what runs now.
+        current = list(by_name.values())
+        stop_services(current)
+        for item in current if request.session.testsfailed else ():
             sys.stderr.write(
                 f"--- {item.service.name} log tail ---\n{item.log_tail(20)}\n"
             )
@@ -182,6 +186,7 @@ async def test_webhooks_arrive_once_in_order_signed_and_parked_ones_can_be_resen
         integration = pipeline["integration"]
         integration.process.kill()
         integration.process.wait()
+        integration.stop()  # closes its log
         alices += [await audio_history(http, base, alice) for _ in range(AUDIOS - 1)]
         (restarted,) = start_services(
             BIN,
@@ -191,7 +196,8 @@ async def test_webhooks_arrive_once_in_order_signed_and_parked_ones_can_be_resen
             (integration.service,),
         )
         pipeline["integration"] = restarted
-        wait_healthy([restarted], timeout=60)
+        # In a thread: the receiver shares this event loop and must go on answering.
+        await asyncio.to_thread(wait_healthy, [restarted], 60)
 
         expected = AUDIOS * EVENTS_PER_AUDIO
         await eventually(

@@ -12,46 +12,26 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import cast
 
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from nova_events import EventEnvelope
 from nova_platform.aws import client_kwargs, session
 from nova_platform.consumer import build_consumer_app
 from nova_platform.serve import serve
-from nova_platform.settings import NovaSettings
 from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
 from ..adapters.audio_owners import EventStoreAudioOwners
-from ..adapters.eventbridge import EventBridgeForwarder, EventsClient
 from ..adapters.http_sender import HttpWebhookSender
 from ..application.dispatcher import Dispatcher
 from ..application.fanout import Fanout
 from ..domain.retry import RetryPolicy, SendResult, Verdict
+from ..settings import IntegrationSettings
+from .forwarder import open_forwarder
 from .redrive import parse_command, run_redrive
 
 SERVICE = "integration"
-
-
-class IntegrationSettings(NovaSettings):
-    model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
-
-    http_port: int = 8013
-    webhook_max_attempts: int = Field(default=8, ge=1)
-    webhook_base_delay_s: float = Field(default=1.0, gt=0)
-    webhook_max_delay_s: float = Field(default=600.0, gt=0)
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
-    webhook_concurrency: int = Field(default=32, ge=1)
-    webhook_per_subscription: int = Field(default=4, ge=1)
-    webhook_poll_interval_s: float = Field(default=2.0, gt=0)
-    eventbridge_bus: str | None = Field(
-        default=None, description="forward public payloads to this bus; unset: off"
-    )
-    eventbridge_source: str = "nova.audio"
 
 
 class WebhookMetrics:
@@ -110,16 +90,7 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
             poll_interval_s=settings.webhook_poll_interval_s,
             on_attempt=metrics.record,
         )
-        forwarder = None
-        if settings.eventbridge_bus:
-            events = await stack.enter_async_context(
-                aws.client("events", **client_kwargs(settings))
-            )
-            forwarder = EventBridgeForwarder(
-                cast(EventsClient, events),
-                settings.eventbridge_bus,
-                source=settings.eventbridge_source,
-            )
+        forwarder = await open_forwarder(settings, stack, ddb)
         owners = EventStoreAudioOwners(ddb, settings.event_store_table)
         fanout = Fanout(store, owners, dispatcher, forwarder)
         dispatching = asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")

@@ -15,7 +15,6 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, cast
 from uuid import UUID
 
 from nova_events import AUDIO_FILE
@@ -25,11 +24,9 @@ from nova_platform.parking import KafkaDynamoDBParking, redrive
 from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
 from ..adapters.audio_owners import EventStoreAudioOwners
-from ..adapters.eventbridge import EventBridgeForwarder, EventsClient
 from ..application.fanout import Fanout
-
-if TYPE_CHECKING:
-    from .consumer import IntegrationSettings
+from ..settings import IntegrationSettings
+from .forwarder import open_forwarder
 
 
 def parse_command(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -54,16 +51,7 @@ async def redrive_parked(
         ddb = await stack.enter_async_context(
             aws.client("dynamodb", **client_kwargs(settings))
         )
-        forwarder = None
-        if settings.eventbridge_bus:
-            events = await stack.enter_async_context(
-                aws.client("events", **client_kwargs(settings))
-            )
-            forwarder = EventBridgeForwarder(
-                cast(EventsClient, events),
-                settings.eventbridge_bus,
-                source=settings.eventbridge_source,
-            )
+        forwarder = await open_forwarder(settings, stack, ddb)
         fanout = Fanout(
             DynamoDBWebhookStore(ddb, settings.webhooks_table),
             EventStoreAudioOwners(ddb, settings.event_store_table),
