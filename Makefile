@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STACK := $(PYTHON) deploy/local/stack.py
-PACKAGES := libs/events libs/platform $(wildcard services/*)
+PACKAGES := libs/events libs/platform $(wildcard services/*) clients/cli
 PACKAGE_NAMES := $(foreach p,$(PACKAGES),$(shell sed -n 's/^name = "\(.*\)"/\1/p' $(p)/pyproject.toml))
 STAMP := $(VENV)/.installed
 # `USER` is also the login name in most shells: only a USER given on the make

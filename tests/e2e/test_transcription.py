@@ -10,7 +10,11 @@ A file that passes the upload probe but holds no decodable sound ends in
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -204,3 +208,87 @@ async def test_audio_without_decodable_sound_ends_failed_with_a_reason(
     audio = await settled(services["query-api"].url, upload)
     assert audio["status"] == "failed"
     assert "no decodable sound" in audio["failure_reason"]
+
+
+def nova(
+    services: dict[str, RunningService], token: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The `nova` command line, as a user runs it, against these services."""
+    return subprocess.run(
+        [str(BIN / "nova"), *args],
+        env={
+            **os.environ,
+            "NOVA_COMMAND_URL": services["command-api"].url,
+            "NOVA_QUERY_URL": services["query-api"].url,
+            "NOVA_TOKEN": token,
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+async def test_the_nova_cli_uploads_waits_reads_and_searches(
+    services: dict[str, RunningService], tmp_path: Path
+) -> None:
+    token = issue(uuid4(), "audio:read audio:write", JWT_SECRET)
+    speech = tmp_path / "fox.wav"
+    speech.write_bytes(spoken_wav(PANGRAM))
+
+    uploaded = await asyncio.to_thread(
+        nova,
+        services,
+        token,
+        "--json",
+        "upload",
+        str(speech),
+        "--title",
+        "Fox",
+        "--language",
+        "en-US",
+        "--transcribe",
+        "--wait",
+    )
+    assert uploaded.returncode == 0, uploaded.stderr
+    audio = json.loads(uploaded.stdout)
+    assert audio["status"] == "completed"
+    assert words_found(PANGRAM, audio["transcription"]) >= 0.7
+    audio_id = audio["audio_id"]
+
+    shown = await asyncio.to_thread(nova, services, token, "get", audio_id)
+    listed = await asyncio.to_thread(nova, services, token, "list")
+    history = await asyncio.to_thread(
+        nova, services, token, "--json", "history", audio_id
+    )
+    assert shown.returncode == listed.returncode == history.returncode == 0
+    assert "completed" in shown.stdout
+    assert "Fox" in shown.stdout
+    assert audio_id in listed.stdout
+    assert [e["event_type"] for e in json.loads(history.stdout)["events"]] == [
+        "AudioCreated",
+        "AudioProcessingStarted",
+        "TranscriptionCompleted",
+        "AudioProcessingCompleted",
+    ]
+
+    heard = set(re.findall(r"[a-z']+", audio["transcription"].lower()))
+    word = next(w for w in SEARCHABLE if w in heard)
+
+    async def found() -> bool | None:
+        searched = await asyncio.to_thread(
+            nova, services, token, "--json", "search", word
+        )
+        assert searched.returncode == 0, searched.stderr
+        hits = json.loads(searched.stdout)["hits"]
+        return True if any(h["audio_id"] == audio_id for h in hits) else None
+
+    await eventually(found, timeout=30, interval=0.5, what="the CLI's search")
+
+    missing = await asyncio.to_thread(nova, services, token, "get", str(uuid4()))
+    assert missing.returncode == 1
+    assert "404" in missing.stderr
+    no_token = await asyncio.to_thread(nova, services, "", "list")
+    assert no_token.returncode == 2
+    assert "NOVA_TOKEN" in no_token.stderr

@@ -1,0 +1,1 @@
+"""`nova`, the command-line client of Nova's public REST APIs."""
