@@ -27,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from .api import ApiError, Endpoints, NovaClient
 
@@ -231,7 +231,8 @@ def list_audio(
     if state.as_json:
         show(page)
         return
-    table = Table("audio_id", "title", "status", "created_at")
+    table = Table("title", "status", "created_at")
+    table.columns.insert(0, _id_column())
     for item in page["items"]:
         table.add_row(
             item["audio_id"],
@@ -242,6 +243,11 @@ def list_audio(
     out.print(table)
     if page.get("next_cursor"):
         out.print(f"more: nova list --cursor {page['next_cursor']}")
+
+
+def _id_column() -> Column:
+    """Ids are copied into other commands: never cut them short."""
+    return Column("audio_id", no_wrap=True, min_width=36)
 
 
 @app.command()
@@ -259,7 +265,8 @@ def search(
     if state.as_json:
         show(page)
         return
-    table = Table("audio_id", "score", "title", "highlights")
+    table = Table("score", "title", "highlights")
+    table.columns.insert(0, _id_column())
     for hit in page["hits"]:
         snippets = " … ".join(hit.get("highlights") or [])
         snippets = snippets.replace("<em>", "[bold]").replace("</em>", "[/bold]")

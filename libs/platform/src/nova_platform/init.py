@@ -24,9 +24,16 @@ def main() -> int:
                 settings.read_model_table,
                 settings.relay_lease_table,
                 settings.idempotency_table,
+                settings.parking_table,
+                settings.projections_table,
+                settings.webhooks_table,
             ],
             "bucket": settings.audio_bucket,
-            "topics": [settings.events_topic, settings.relay_checkpoint_topic],
+            "topics": [
+                settings.events_topic,
+                settings.dead_letter_topic,
+                settings.relay_checkpoint_topic,
+            ],
             "search_alias": settings.search_alias,
         },
     )
