@@ -197,6 +197,9 @@ async def test_spoken_english_ends_completed_and_is_found_by_a_word(
     assert hit is not None, (word, text, page)
     assert hit["status"] == "completed"
     assert hit["version"] >= audio["version"]
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(f"{services['transcriber'].url}/metrics")).text
+    assert 'nova_transcription_seconds_count{outcome="completed"}' in metrics
 
 
 async def test_audio_without_decodable_sound_ends_failed_with_a_reason(

@@ -13,13 +13,16 @@ import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
 from nova_command_api.adapters.memory_audio_storage import InMemoryAudioStorage
 from nova_command_api.adapters.memory_event_store import InMemoryEventStore
 from nova_command_api.adapters.memory_idempotency import InMemoryIdempotencyStore
+from nova_command_api.adapters.metered_event_store import MeteredEventStore
+from nova_command_api.application.ports import ConcurrencyError
 from nova_command_api.entrypoints.http import create_app
 from nova_command_api.settings import CommandApiSettings
-from nova_events import AUDIO_FILE
+from nova_events import AUDIO_FILE, AudioCreated, EventMetadata
 from nova_platform.auth.dev_token import issue
 
 from ..audio_samples import sine_wav
@@ -527,3 +530,43 @@ def test_result_of_a_finished_attempt_is_refused(client: TestClient) -> None:
 
     assert duplicate.status_code == 409
     assert duplicate.json()["type"].endswith("/invalid-state")
+
+
+def test_metrics_count_requests_by_route_and_event_store_commits(
+    client: TestClient,
+) -> None:
+    audio_id = upload(client).json()["audio_id"]
+    client.post(f"/commands/audio/{audio_id}/transcribe", headers=auth())
+    client.post(f"/commands/audio/{uuid4()}/transcribe", headers=auth())
+
+    metrics = client.get("/metrics")
+
+    assert metrics.status_code == 200
+    text = metrics.text
+    route = "/commands/audio/{audio_id}/transcribe"
+    assert (
+        f'nova_http_requests_total{{method="POST",route="{route}",status="202"}} 1.0'
+        in text
+    )
+    assert (
+        f'nova_http_requests_total{{method="POST",route="{route}",status="404"}} 1.0'
+        in text
+    )
+    assert "nova_event_store_commits_total 2.0" in text
+    assert "nova_event_store_conflicts_total 0.0" in text
+    assert (
+        'nova_http_request_seconds_count{method="POST",route="/commands/audio"}' in text
+    )
+
+
+async def test_metered_store_counts_conflicts() -> None:
+    registry = CollectorRegistry()
+    store = MeteredEventStore(InMemoryEventStore(), registry)
+    audio_id = uuid4()
+    meta = EventMetadata(correlation_id="c")
+    created = AudioCreated(audio_id=audio_id, user_id=USER, s3_key="k")
+    await store.append_events(AUDIO_FILE, audio_id, [created], 0, meta)
+    with pytest.raises(ConcurrencyError):
+        await store.append_events(AUDIO_FILE, audio_id, [created], 0, meta)
+    assert registry.get_sample_value("nova_event_store_conflicts_total") == 1.0
+    assert registry.get_sample_value("nova_event_store_commits_total") == 1.0

@@ -990,3 +990,19 @@ def test_listing_has_no_progress(world: World, client: TestClient) -> None:
     response = client.get("/queries/audio", headers=auth())
     assert "progress" not in response.json()["items"][0]
     assert world.progress.reads == 0
+
+
+def test_metrics_count_reads_by_route_template(
+    client: TestClient, world: World
+) -> None:
+    audio = world.repository.add(item(version=1))
+    client.get(f"/queries/audio/{audio.audio_id}", headers=auth())
+    client.get(f"/queries/audio/{uuid4()}", headers=auth())
+
+    text = client.get("/metrics").text
+
+    route = "/queries/audio/{audio_id}"
+    for status in ("200", "404"):
+        labels = f'method="GET",route="{route}",status="{status}"'
+        assert f"nova_http_requests_total{{{labels}}} 1.0" in text
+    assert str(audio.audio_id) not in text  # ids never become labels

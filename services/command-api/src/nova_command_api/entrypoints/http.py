@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +28,7 @@ from nova_events import EventMetadata, Segment
 from nova_platform.auth import Principal, Scope, TokenVerifier
 from nova_platform.aws import client_kwargs, session
 from nova_platform.http.limits import BodySizeLimit
+from nova_platform.http.metrics import install_metrics
 from nova_platform.http.problems import (
     Forbidden,
     NotReady,
@@ -42,6 +44,7 @@ from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 from ..adapters.audio_probe import probe_audio
 from ..adapters.dynamodb_event_store import DynamoDBEventStore
 from ..adapters.dynamodb_idempotency import DynamoDBIdempotencyStore
+from ..adapters.metered_event_store import MeteredEventStore
 from ..adapters.s3_audio_storage import S3AudioStorage
 from ..application.commands import (
     Actor,
@@ -256,6 +259,7 @@ def create_app(
 ) -> FastAPI:
     """The command API; the optional adapters replace AWS in unit tests."""
     verifier = TokenVerifier(settings)
+    registry = CollectorRegistry()
     caller = bearer_principal(verifier)
     max_upload = settings.max_upload_bytes
 
@@ -281,7 +285,8 @@ def create_app(
                 app.state.ready_check = partial(
                     ddb.describe_table, TableName=settings.event_store_table
                 )
-            app.state.handler = AudioCommandHandler(store, files, probe_audio)
+            metered = MeteredEventStore(store, registry)
+            app.state.handler = AudioCommandHandler(metered, files, probe_audio)
             app.state.idempotency = IdempotentRunner(keys, settings.idempotency_wait_s)
             app.state.webhooks = WebhookSubscriptions(
                 hooks, allow_private_targets=settings.webhook_allow_private_targets
@@ -297,6 +302,7 @@ def create_app(
     )
     install_problem_handlers(app)
     install_command_problems(app)
+    install_metrics(app, registry)
     app.middleware("http")(correlation_middleware)
     # Multipart framing adds a little to the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=max_upload + 64 * 1024)

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from nova_platform.auth import Principal, Scope, TokenVerifier
 from nova_platform.aws import client_kwargs, session
 from nova_platform.event_reader import DynamoDBEventReader
+from nova_platform.http.metrics import install_metrics
 from nova_platform.http.problems import (
     Forbidden,
     NotFound,
@@ -188,6 +189,7 @@ def create_app(
         openapi_url="/queries/openapi.json",
     )
     install_problem_handlers(app)
+    install_metrics(app)
     app.middleware("http")(correlation_middleware)
 
     @app.exception_handler(QueryError)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from nova_events import AudioProcessingStarted, EventEnvelope, decode_payload
@@ -53,8 +53,12 @@ class TranscriptionService:
         sink: ResultSink,
         max_duration_s: float,
         progress: ProgressStore | None = None,
+        on_transcribed: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`on_transcribed(outcome, seconds)` hears how each recognition went
+        (`completed` or `failed`) and how long it took (for metrics)."""
         self._catalog = catalog
+        self._on_transcribed = on_transcribed
         self._progress = progress
         self._engine = engine
         self._sink = sink
@@ -102,11 +106,13 @@ class TranscriptionService:
         try:
             transcript = await self._transcribe(event, s3_key)
         except TranscriptionFailedError as exc:
+            self._observe("failed", started)
             logger.info(
                 "transcription failed",
                 extra={"audio_id": str(event.audio_id), "reason": exc.reason},
             )
             return Failed(attempt, exc.reason[:2000], exc.retryable)
+        self._observe("completed", started)
         logger.info(
             "transcribed",
             extra={
@@ -119,6 +125,10 @@ class TranscriptionService:
             },
         )
         return Completed(attempt, transcript)
+
+    def _observe(self, outcome: str, started: float) -> None:
+        if self._on_transcribed is not None:
+            self._on_transcribed(outcome, time.monotonic() - started)
 
     async def _transcribe(
         self, event: AudioProcessingStarted, s3_key: str

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 
 import httpx
 from faststream.asgi import AsgiFastStream
+from prometheus_client import CollectorRegistry, Histogram
 from redis.asyncio import Redis
 
 from nova_events import EventEnvelope
@@ -90,6 +91,14 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
     token = token_provider(settings)
     stack = AsyncExitStack()
     service: TranscriptionService | None = None
+    registry = CollectorRegistry()
+    durations = Histogram(
+        "nova_transcription_seconds",
+        "Time the engine took per recognition, by outcome",
+        ["outcome"],
+        buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+        registry=registry,
+    )
 
     async def start() -> None:
         nonlocal service
@@ -112,6 +121,9 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
             HttpCommandApi(http, token),
             settings.transcriber_max_duration_s,
             progress=RedisProgressStore(redis, settings),
+            on_transcribed=lambda outcome, seconds: durations.labels(outcome).observe(
+                seconds
+            ),
         )
 
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:
@@ -126,6 +138,7 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stack.aclose],
         max_records=MAX_RECORDS,
+        registry=registry,
     )
 
 
