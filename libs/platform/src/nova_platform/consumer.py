@@ -25,11 +25,14 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_asgi_app
 
+from nova_events.topics import HEADER_TRACEPARENT
+
 from .aws import client_kwargs, session
 from .batches import BatchHandler, BatchProcessor, to_record
 from .kafka import make_producer
-from .parking import KafkaDynamoDBParking, Parking
+from .parking import KafkaDynamoDBParking, Parking, Record
 from .settings import NovaSettings
+from .tracing import batch_span
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +145,16 @@ def build_consumer_app(
         records = [to_record(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
         applied, parked = processor.applied, processor.parked_events
         try:
-            await processor.process(records)
+            with batch_span(
+                f"{settings.events_topic} process",
+                [_traceparent(r) for r in records],
+                {
+                    "messaging.system": "kafka",
+                    "messaging.consumer.group.name": settings.consumer_group(service),
+                    "messaging.batch.message_count": len(records),
+                },
+            ):
+                await processor.process(records)
         except Exception:
             failures += 1
             metrics.batch_failures.inc()
@@ -184,6 +196,13 @@ def build_consumer_app(
 
 async def _raw(message: Any) -> Any:
     # Records are decoded (and validated) once, by the BatchProcessor.
+    return None
+
+
+def _traceparent(record: Record) -> str | None:
+    for key, value in record.headers:
+        if key == HEADER_TRACEPARENT:
+            return value.decode(errors="replace")
     return None
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from .tracing import trace_id
+
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -37,6 +39,9 @@ class JsonFormatter(logging.Formatter):
         cid = correlation_id.get()
         if cid is not None:
             entry["correlation_id"] = cid
+        trace = trace_id()
+        if trace is not None:
+            entry["trace_id"] = trace
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value

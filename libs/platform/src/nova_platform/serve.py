@@ -9,6 +9,7 @@ import uvicorn
 
 from .logging import configure_logging
 from .settings import NovaSettings
+from .tracing import configure_tracing, shutdown_tracing
 
 S = TypeVar("S", bound=NovaSettings)
 
@@ -16,6 +17,7 @@ S = TypeVar("S", bound=NovaSettings)
 def serve(service: str, settings: S, port: int, create_app: Callable[[S], Any]) -> None:
     """Log as `service`, build the app from `settings`, serve it until SIGTERM."""
     configure_logging(service, settings.log_level)
+    configure_tracing(service)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,
@@ -23,3 +25,4 @@ def serve(service: str, settings: S, port: int, create_app: Callable[[S], Any]) 
         log_config=None,
         access_log=False,
     )
+    shutdown_tracing()

@@ -38,6 +38,7 @@ from nova_platform.http.problems import (
 from nova_platform.http.security import bearer_principal, correlation_middleware
 from nova_platform.logging import correlation_id
 from nova_platform.serve import serve
+from nova_platform.tracing import current_traceparent
 from nova_platform.webhooks import WebhookStore
 from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
@@ -343,6 +344,7 @@ def create_app(
             causation_id=command_id,
             user_id=str(principal.user_id),
             command_id=command_id,
+            traceparent=current_traceparent(),
         )
 
     async def once(

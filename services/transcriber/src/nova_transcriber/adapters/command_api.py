@@ -20,6 +20,7 @@ from uuid import UUID, uuid5
 import httpx
 
 from nova_platform.auth.dev_token import issue
+from nova_platform.tracing import current_traceparent
 
 from ..application.ports import Completed, Result, ResultRejectedError
 
@@ -98,7 +99,7 @@ class HttpCommandApi:
                 response = await self._client.post(
                     path,
                     json=payload,
-                    headers={"Authorization": f"Bearer {self._token()}"},
+                    headers=_headers(self._token()),
                 )
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
@@ -145,3 +146,13 @@ def _problem(response: httpx.Response) -> tuple[str, str]:
         return "", response.text[:300]
     kind = str(document.get("type", "")).rsplit("/", 1)[-1]
     return kind, str(document.get("detail", ""))[:1000]
+
+
+def _headers(token: str) -> dict[str, str]:
+    """The bearer token, and the trace context so the result's events
+    continue the trace of the request being answered."""
+    headers = {"Authorization": f"Bearer {token}"}
+    traceparent = current_traceparent()
+    if traceparent:
+        headers["traceparent"] = traceparent
+    return headers
