@@ -54,6 +54,7 @@ from nova_events import EventEnvelope, loads
 
 from .batches import is_transient
 from .event_items import from_item
+from .kafka import kafka_client_options
 from .settings import NovaSettings
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ class TopicFollower:
         self._settings = settings
         self._batch_size = batch_size
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_client_options(settings),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -347,7 +348,7 @@ async def require_topic(settings: NovaSettings) -> list[int]:
     nothing behind.
     """
     topic = settings.events_topic
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])

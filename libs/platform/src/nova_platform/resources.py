@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from opensearchpy import AsyncOpenSearch
 
 from .aws import client_kwargs, session
+from .kafka import kafka_client_options
 from .projections import read_pointer
 from .settings import NovaSettings
 
@@ -238,7 +239,7 @@ async def ensure_topics(settings: NovaSettings) -> None:
             topic_configs={"cleanup.policy": "compact", "min.insync.replicas": "1"},
         ),
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nova_events import AUDIO_EVENTS_TOPIC
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class NovaSettings(BaseSettings):
@@ -18,6 +23,15 @@ class NovaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOVA_", extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default="PLAINTEXT", description="SSL or SASL_SSL for MSK and Confluent"
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(
+        default=None, description="CA bundle for the brokers; default: the system's"
+    )
     aws_endpoint_url: str | None = Field(
         default=None, description="moto or LocalStack; unset for real AWS"
     )
@@ -45,6 +59,31 @@ class NovaSettings(BaseSettings):
         default=False,
         description="let webhooks reach loopback and private addresses (development)",
     )
+
+    @model_validator(mode="after")
+    def _kafka_sign_in_is_complete(self) -> Self:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        given = {
+            "NOVA_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "NOVA_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "NOVA_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        if sasl and (missing := [name for name, v in given.items() if v is None]):
+            raise ValueError(
+                f"NOVA_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                f"signs in with SASL: set {', '.join(missing)}"
+            )
+        if not sasl and (extra := [name for name, v in given.items() if v]):
+            raise ValueError(
+                f"{', '.join(extra)} need NOVA_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
+                "(or SASL_PLAINTEXT)"
+            )
+        if self.kafka_ssl_cafile and not self.kafka_security_protocol.endswith("SSL"):
+            raise ValueError(
+                "NOVA_KAFKA_SSL_CAFILE needs NOVA_KAFKA_SECURITY_PROTOCOL=SSL "
+                "or SASL_SSL"
+            )
+        return self
 
     def _named(self, base: str) -> str:
         return f"{base}-{self.resource_suffix}" if self.resource_suffix else base
