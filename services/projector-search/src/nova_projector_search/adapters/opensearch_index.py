@@ -19,7 +19,18 @@ logger = logging.getLogger(__name__)
 
 
 class BulkWriteError(Exception):
-    """Raised when a bulk item failed for a reason other than a stale version."""
+    """Raised when a bulk item failed for a reason other than a stale version.
+
+    `retriable` is true when an item was throttled (429) or met a server error
+    (5xx): the consume loop then retries the batch with backoff instead of
+    parking its audios. A mapping or validation error (other 4xx) is not; in a
+    bulk that also holds a throttled item, it is found when the retried batch
+    is narrowed down to its audios.
+    """
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
 
 
 class OpenSearchIndex:
@@ -57,12 +68,18 @@ class OpenSearchIndex:
         if not response.get("errors"):
             return
         failures = []
+        retriable = False
         for entry in response["items"]:
             result = next(iter(entry.values()))
             status = result.get("status", 500)
             # 409: OpenSearch already holds this version or a newer one.
             # 404: deleting a document that was never indexed.
             if status >= 300 and status not in (409, 404):
-                failures.append(f"{result.get('_id')}: {result.get('error')}")
+                failures.append(
+                    f"{result.get('_id')} ({status}): {result.get('error')}"
+                )
+                retriable = retriable or status == 429 or status >= 500
         if failures:
-            raise BulkWriteError("; ".join(failures[:5]))
+            # Items already written are harmless to write again: the retry
+            # meets them as version conflicts.
+            raise BulkWriteError("; ".join(failures[:5]), retriable=retriable)
