@@ -11,17 +11,18 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from nova_events import EventEnvelope, decode_payload, dumps, loads
+from nova_events import DomainEvent, EventEnvelope, decode_payload, dumps, loads
 from nova_events.registry import REGISTRY
 from nova_events.schemas import (
     SAMPLES_DIR,
     SCHEMAS_DIR,
     BreakKind,
     SchemaBreak,
+    SchemaBreakError,
     committed,
     compatibility_breaks,
     export,
@@ -31,6 +32,7 @@ from nova_events.schemas import (
     schema_of,
 )
 from nova_events.schemas.__main__ import main as schemas_main
+from nova_events.versioning import SchemaRegistry
 
 COMMITTED = committed()
 SAMPLES = sorted(SAMPLES_DIR.glob("*.json"))
@@ -75,9 +77,142 @@ def test_schemas_check_command_agrees(tmp_path: Path) -> None:
     assert schemas_main(["--directory", str(tmp_path / "out")]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == sorted(file_name(t, v) for t, v, _ in REGISTRY.models())
-    (tmp_path / "out" / written[0]).write_text("{}\n", encoding="utf-8")
+    stale = tmp_path / "out" / written[0]
+    # A compatible difference: the committed file lacks its description.
+    schema = json.loads(stale.read_text(encoding="utf-8"))
+    schema.pop("description", None)
+    schema["title"] = "Renamed"
+    stale.write_text(render(schema), encoding="utf-8")
     assert schemas_main(["--check", "--directory", str(tmp_path / "out")]) == 1
-    assert export(tmp_path / "out") == [tmp_path / "out" / written[0]]
+    assert export(tmp_path / "out") == [stale]
+
+
+class Clip(DomainEvent):
+    """The committed shape of a test event: `Clip` v1."""
+
+    name: str | None = None
+    length_s: float = 0.0
+
+
+class ClipNameRequired(DomainEvent):
+    name: str
+    length_s: float = 0.0
+
+
+class ClipWithoutLength(DomainEvent):
+    name: str | None = None
+
+
+class ClipLengthAsText(DomainEvent):
+    name: str | None = None
+    length_s: str = "0"
+
+
+class ClipWithTags(DomainEvent):
+    name: str | None = None
+    length_s: float = 0.0
+    tags: tuple[str, ...] = ()
+
+
+class Playlist(DomainEvent):
+    title: str = ""
+
+
+def clip_registry(model: type[DomainEvent]) -> SchemaRegistry:
+    registry = SchemaRegistry()
+    registry.register(model, event_type="Clip")
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (ClipNameRequired, "made-required at name"),
+        (ClipWithoutLength, "field-removed at length_s"),
+        (ClipLengthAsText, "type-changed at length_s"),
+    ],
+    ids=["made-required", "field-removed", "retyped"],
+)
+def test_export_refuses_to_overwrite_a_committed_schema_with_a_break(
+    tmp_path: Path, model: type[DomainEvent], expected: str
+) -> None:
+    export(tmp_path, clip_registry(Clip))
+    committed_text = (tmp_path / "Clip.v1.json").read_text(encoding="utf-8")
+
+    with pytest.raises(SchemaBreakError) as raised:
+        export(tmp_path, clip_registry(model))
+
+    assert (tmp_path / "Clip.v1.json").read_text(encoding="utf-8") == committed_text
+    assert list(raised.value.breaks) == [("Clip", 1)]
+    message = str(raised.value)
+    assert "Clip v1 (Clip.v1.json)" in message
+    assert expected in message
+    assert "schema_version" in message
+    assert "upcaster" in message
+
+
+def test_export_writes_nothing_when_any_schema_breaks(tmp_path: Path) -> None:
+    export(tmp_path, clip_registry(Clip))
+    registry = clip_registry(ClipNameRequired)
+    registry.register(Playlist)  # new: its file does not exist yet
+
+    with pytest.raises(SchemaBreakError):
+        export(tmp_path, registry)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Clip.v1.json"]
+
+
+def test_export_updates_a_committed_schema_for_a_compatible_addition(
+    tmp_path: Path,
+) -> None:
+    export(tmp_path, clip_registry(Clip))
+
+    written = export(tmp_path, clip_registry(ClipWithTags))
+
+    assert written == [tmp_path / "Clip.v1.json"]
+    assert committed(tmp_path)["Clip", 1] == schema_of(ClipWithTags)
+
+
+def test_a_new_version_beside_the_committed_one_is_exported(tmp_path: Path) -> None:
+    export(tmp_path, clip_registry(Clip))
+
+    class ClipV2(ClipNameRequired):
+        schema_version: ClassVar[int] = 2
+
+    registry = clip_registry(ClipV2)
+    registry.upcaster("Clip", from_version=1)(lambda data: {"name": "", **data})
+
+    assert export(tmp_path, registry) == [tmp_path / "Clip.v2.json"]
+    assert committed(tmp_path)["Clip", 1] == schema_of(Clip)
+
+
+def test_schemas_command_refuses_a_break_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert schemas_main(["--directory", str(tmp_path)]) == 0
+    capsys.readouterr()
+    path = tmp_path / file_name("AudioCreated", 1)
+    # The committed v1 had a field the current model no longer has.
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    schema["properties"]["legacy"] = {"anyOf": [STRING, NULL], "default": None}
+    path.write_text(render(schema), encoding="utf-8")
+
+    assert schemas_main(["--directory", str(tmp_path)]) == 1
+
+    err = capsys.readouterr().err
+    assert "AudioCreated v1" in err
+    assert "field-removed at legacy" in err
+    assert "upcaster" in err
+    assert json.loads(path.read_text(encoding="utf-8")) == schema
+
+
+def test_export_refuses_an_unreadable_committed_schema(tmp_path: Path) -> None:
+    (tmp_path / "Clip.v1.json").write_text("{not json", encoding="utf-8")
+
+    with pytest.raises(ValueError, match="git checkout"):
+        export(tmp_path, clip_registry(Clip))
+
+    assert (tmp_path / "Clip.v1.json").read_text(encoding="utf-8") == "{not json"
 
 
 # (b) the current models read every committed version

@@ -4,7 +4,11 @@
 N, as pydantic writes it (`x-personal` marks the personal fields). The files of
 older versions stay after a version bump: they record what stored payloads of
 that version look like. `python -m nova_events.schemas` (`make schemas`)
-rewrites the files of every model in the registry; `--check` only compares.
+writes the files of every model in the registry; `--check` only compares.
+
+A committed file is a promise to readers of that version, so the export only
+rewrites one when the change is compatible (`compatibility_breaks` is empty):
+an incompatible model needs a new schema version and an upcaster instead.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "SCHEMAS_DIR",
     "BreakKind",
     "SchemaBreak",
+    "SchemaBreakError",
     "committed",
     "compatibility_breaks",
     "export",
@@ -43,6 +48,30 @@ SAMPLES_DIR = SCHEMAS_DIR.parent / "samples"
 _FILE_NAME = re.compile(
     r"^(?P<event_type>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.json$"
 )
+
+
+class SchemaBreakError(ValueError):
+    """Raised by `export` when a model no longer reads payloads of the schema
+    committed for its version; nothing is written.
+
+    `breaks` maps each such `(event_type, schema_version)` to its breaks.
+    """
+
+    def __init__(self, breaks: dict[tuple[str, int], list[SchemaBreak]]) -> None:
+        self.breaks = breaks
+        lines = [
+            f"{event_type} v{version} "
+            f"({file_name(event_type, version)}) would break its readers:"
+            + "".join(f"\n  {b}" for b in found)
+            for (event_type, version), found in sorted(breaks.items())
+        ]
+        super().__init__(
+            "\n".join(lines) + "\nNothing was written: payloads of these "
+            "versions are already stored and published. Keep the model "
+            "compatible, or add a new schema version: give the changed model "
+            "schema_version N + 1, register an upcaster from vN (see "
+            "nova_events.registry), then run `make schemas` again"
+        )
 
 
 def file_name(event_type: str, schema_version: int) -> str:
@@ -74,30 +103,60 @@ def export(
     """Write the schema of every model in `registry` into `directory`.
 
     Files of versions that have no model any more are left alone. Returns the
-    files whose content changed (created or rewritten).
+    files whose content changed (created or rewritten). Raises
+    `SchemaBreakError`, writing nothing, if a model's schema would break
+    readers of the file already committed for its version.
     """
     directory.mkdir(parents=True, exist_ok=True)
     pending = _pending(directory, registry)
-    for path, text in pending:
+    breaks: dict[tuple[str, int], list[SchemaBreak]] = {}
+    for key, path, text in pending:
+        old = _committed_schema(path)
+        found = [] if old is None else compatibility_breaks(old, json.loads(text))
+        if found:
+            breaks[key] = found
+    if breaks:
+        raise SchemaBreakError(breaks)
+    for _, path, text in pending:
         path.write_text(text, encoding="utf-8")
-    return [path for path, _ in pending]
+    return [path for _, path, _ in pending]
 
 
 def outdated(
     directory: Path = SCHEMAS_DIR, registry: SchemaRegistry = REGISTRY
 ) -> list[Path]:
     """The files `export` would create or rewrite; empty if all are current."""
-    return [path for path, _ in _pending(directory, registry)]
+    return [path for _, path, _ in _pending(directory, registry)]
 
 
-def _pending(directory: Path, registry: SchemaRegistry) -> list[tuple[Path, str]]:
-    pending: list[tuple[Path, str]] = []
+def _pending(
+    directory: Path, registry: SchemaRegistry
+) -> list[tuple[tuple[str, int], Path, str]]:
+    pending: list[tuple[tuple[str, int], Path, str]] = []
     for event_type, version, model in registry.models():
         path = directory / file_name(event_type, version)
         text = render(schema_of(model))
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            pending.append((path, text))
+            pending.append(((event_type, version), path, text))
     return pending
+
+
+def _committed_schema(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); restore it with `git checkout` "
+            f"before exporting, so the export can compare against it"
+        ) from exc
+    if not isinstance(schema, dict):
+        raise ValueError(
+            f"{path} does not hold a JSON Schema object; restore it with "
+            f"`git checkout` before exporting"
+        )
+    return schema
 
 
 def committed(directory: Path = SCHEMAS_DIR) -> dict[tuple[str, int], dict[str, Any]]:

@@ -1,6 +1,8 @@
-"""Rewrite the committed JSON Schemas of every event version (`make schemas`).
+"""Write the committed JSON Schemas of every event version (`make schemas`).
 
 python -m nova_events.schemas [--directory DIR] [--check]
+
+Exits 1, writing nothing, if a model would break readers of a committed file.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import SCHEMAS_DIR, export, outdated
+from . import SCHEMAS_DIR, SchemaBreakError, export, outdated
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Export the schemas; with `--check`, exit 1 listing the stale files."""
+    """Export the schemas; with `--check`, exit 1 listing the stale files.
+
+    Exits 1 without writing if a change would break a committed version.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m nova_events.schemas", description=__doc__.splitlines()[0]
     )
@@ -36,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             sys.stderr.write("run `make schemas` and commit the result\n")
         return 1 if stale else 0
-    for path in export(args.directory):
+    try:
+        written = export(args.directory)
+    except SchemaBreakError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    for path in written:
         sys.stdout.write(f"wrote {path}\n")
     return 0
 
