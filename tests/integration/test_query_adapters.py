@@ -29,10 +29,11 @@ from nova_events import (
 from nova_platform.auth import Principal
 from nova_platform.auth.dev_token import issue
 from nova_platform.aws import client_kwargs, session
-from nova_platform.cache import audio_key
+from nova_platform.cache import audio_fill_key, audio_key
 from nova_platform.event_items import to_item
 from nova_platform.settings import NovaSettings
 from nova_projector_readmodel.adapters.dynamodb_read_model import DynamoDBReadModel
+from nova_projector_readmodel.adapters.redis_cache import RedisCacheInvalidator
 from nova_projector_readmodel.application.projection import change_for
 from nova_projector_search.adapters.opensearch_index import OpenSearchIndex
 from nova_projector_search.application.documents import Document, apply_event
@@ -259,14 +260,143 @@ async def test_cache_round_trips_an_item_with_its_version(
             created_at=START.isoformat(),
             version=4,
         )
-        assert await cache.get(audio.audio_id) is None
-        await cache.put(audio)
+        miss = await cache.get(audio.audio_id)
+        assert miss.audio is None
+        assert miss.fill_token
+        assert await cache.put(audio, miss.fill_token)
 
-        assert await cache.get(audio.audio_id) == audio
-        ttl = await redis.pttl(audio_key(settings, str(audio.audio_id)))
-        assert 0 < ttl <= 30_000
+        assert (await cache.get(audio.audio_id)).audio == audio
+        for key in (audio_key, audio_fill_key):
+            ttl = await redis.pttl(key(settings, str(audio.audio_id)))
+            assert 0 < ttl <= 30_000
     finally:
         await redis.aclose()
+
+
+def read_model(audio_id: UUID, version: int) -> AudioReadModel:
+    return AudioReadModel(
+        audio_id=audio_id,
+        user_id=uuid4(),
+        status="processing" if version < 3 else "completed",
+        created_at=START.isoformat(),
+        version=version,
+    )
+
+
+async def test_a_copy_read_before_an_invalidation_is_never_stored_after_it(
+    settings: NovaSettings,
+) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    cache = RedisAudioCache(redis, settings, ttl_s=30)
+    projector = RedisCacheInvalidator(redis, settings)
+    audio_id = uuid4()
+    try:
+        # Two readers miss and read version 1; the projector then commits 2.
+        first, second = await cache.get(audio_id), await cache.get(audio_id)
+        assert first.fill_token
+        assert first.fill_token == second.fill_token
+        await projector.invalidate([str(audio_id)])
+        refused = await cache.put(read_model(audio_id, 1), first.fill_token)
+
+        after = await cache.get(audio_id)
+        assert after.fill_token
+        assert after.fill_token != first.fill_token
+        stored = await cache.put(read_model(audio_id, 2), after.fill_token)
+        older = await cache.put(read_model(audio_id, 1), after.fill_token)
+        cached = await cache.get(audio_id)
+    finally:
+        await redis.aclose()
+
+    assert (refused, stored, older) == (False, True, False)
+    assert cached.audio is not None
+    assert cached.audio.version == 2
+
+
+async def test_a_refill_replaces_an_older_copy_but_waits_for_its_token(
+    settings: NovaSettings,
+) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    cache = RedisAudioCache(redis, settings, ttl_s=30)
+    audio_id = uuid4()
+    try:
+        miss = await cache.get(audio_id)
+        assert miss.fill_token
+        await cache.put(read_model(audio_id, 1), miss.fill_token)
+        token = await cache.reserve(audio_id)
+        refilled = await cache.put(read_model(audio_id, 3), token)
+        forged = await cache.put(read_model(audio_id, 4), "not-the-token")
+        cached = await cache.get(audio_id)
+    finally:
+        await redis.aclose()
+
+    assert token == miss.fill_token  # still out: the readers share it
+    assert (refilled, forged) == (True, False)
+    assert cached.audio is not None
+    assert cached.audio.version == 3
+
+
+class RacingRepository:
+    """The real repository, with the projector committing `change` (and
+    invalidating the cache) right after the first read took its item."""
+
+    def __init__(
+        self,
+        inner: DynamoDBReadModelRepository,
+        commit: Any,
+    ) -> None:
+        self._inner = inner
+        self._commit = commit
+        self.reads = 0
+
+    async def get(self, audio_id: UUID) -> AudioReadModel | None:
+        found = await self._inner.get(audio_id)
+        self.reads += 1
+        if self.reads == 1:
+            await self._commit()
+        return found
+
+    async def list_by_user(self, *args: Any) -> Any:
+        raise AssertionError("not used")
+
+
+async def test_the_handler_never_caches_an_item_the_projector_changed_meanwhile(
+    settings: NovaSettings, ddb: Any
+) -> None:
+    writer = DynamoDBReadModel(ddb, settings.read_model_table)
+    user, audio_id = uuid4(), uuid4()
+    first = created(user, audio_id)
+    await writer.apply(change_for(envelope(first, 1, START), first))
+    redis = Redis.from_url(settings.redis_url)
+    invalidator = RedisCacheInvalidator(redis, settings)
+
+    async def projector_commits_version_2() -> None:
+        event = transcript(audio_id, "spoken words", "en-US")
+        await writer.apply(change_for(envelope(event, 2, START), event))
+        await invalidator.invalidate([str(audio_id)])
+
+    repository = RacingRepository(
+        DynamoDBReadModelRepository(ddb, settings.read_model_table),
+        projector_commits_version_2,
+    )
+    handler = AudioQueryHandler(
+        repository,
+        cursors=CursorCodec(b"integration"),
+        cache=RedisAudioCache(redis, settings, ttl_s=30),
+    )
+    caller = Principal(user, frozenset({"audio:read"}))
+    try:
+        racing = await handler.get_by_id(audio_id, caller)
+        cached_meanwhile = await redis.get(audio_key(settings, str(audio_id)))
+        after = await handler.get_by_id(audio_id, caller)
+        cached = await redis.get(audio_key(settings, str(audio_id)))
+    finally:
+        await redis.aclose()
+
+    assert racing.version == 1
+    assert cached_meanwhile is None
+    assert after.version == 2
+    assert cached is not None
+    assert AudioReadModel.model_validate_json(cached).version == 2
 
 
 async def test_an_unreachable_redis_degrades_to_direct_reads(

@@ -5,24 +5,28 @@ from uuid import uuid4
 import pytest
 from redis.asyncio import Redis
 
-from nova_platform.cache import audio_key
+from nova_platform.cache import audio_fill_key, audio_key
 from nova_platform.settings import NovaSettings
 from nova_projector_readmodel.adapters.redis_cache import RedisCacheInvalidator
 
 pytestmark = pytest.mark.integration
 
 
-async def test_invalidation_deletes_the_changed_entries(settings: NovaSettings) -> None:
+async def test_invalidation_deletes_the_changed_entries_and_their_fill_tokens(
+    settings: NovaSettings,
+) -> None:
     redis = Redis.from_url(settings.redis_url)
     changed, untouched = str(uuid4()), str(uuid4())
+    keys = (audio_key, audio_fill_key)
     try:
-        await redis.set(audio_key(settings, changed), b"{}")
-        await redis.set(audio_key(settings, untouched), b"{}")
+        for audio_id in (changed, untouched):
+            for key in keys:
+                await redis.set(key(settings, audio_id), b"x")
 
         await RedisCacheInvalidator(redis, settings).invalidate([changed])
 
-        assert await redis.get(audio_key(settings, changed)) is None
-        assert await redis.get(audio_key(settings, untouched)) == b"{}"
+        assert [await redis.get(k(settings, changed)) for k in keys] == [None, None]
+        assert [await redis.get(k(settings, untouched)) for k in keys] == [b"x", b"x"]
     finally:
         await redis.aclose()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
@@ -16,6 +16,7 @@ from nova_query_api.adapters.opensearch_search import search_body
 from nova_query_api.application.cursors import CursorCodec, InvalidCursorError
 from nova_query_api.application.queries import (
     AudioReadModel,
+    CacheLookup,
     IndexedHit,
     IndexedPage,
     ListPage,
@@ -52,6 +53,8 @@ class FakeRepository:
     def __init__(self) -> None:
         self.items: dict[UUID, AudioReadModel] = {}
         self.reads = 0
+        self.after_read: list[Callable[[], None]] = []
+        """Each runs once, after the next read took its item (a racing write)."""
 
     def add(self, audio: AudioReadModel) -> AudioReadModel:
         self.items[audio.audio_id] = audio
@@ -59,7 +62,10 @@ class FakeRepository:
 
     async def get(self, audio_id: UUID) -> AudioReadModel | None:
         self.reads += 1
-        return self.items.get(audio_id)
+        found = self.items.get(audio_id)
+        if self.after_read:
+            self.after_read.pop(0)()
+        return found
 
     async def list_by_user(
         self, user_id: UUID, limit: int, after: dict[str, str] | None
@@ -85,15 +91,41 @@ class FakeRepository:
 
 
 class FakeCache:
+    """Redis as `RedisAudioCache` uses it: entries and their fill tokens;
+    `invalidate` is what the projector does after it changed an item."""
+
     def __init__(self) -> None:
         self.entries: dict[UUID, str] = {}
+        self.tokens: dict[UUID, str] = {}
+        self.refused = 0
 
-    async def get(self, audio_id: UUID) -> AudioReadModel | None:
+    async def get(self, audio_id: UUID) -> CacheLookup:
         raw = self.entries.get(audio_id)
-        return AudioReadModel.model_validate_json(raw) if raw else None
+        if raw:
+            return CacheLookup(AudioReadModel.model_validate_json(raw))
+        return CacheLookup(None, await self.reserve(audio_id))
 
-    async def put(self, audio: AudioReadModel) -> None:
+    async def reserve(self, audio_id: UUID) -> str:
+        return self.tokens.setdefault(audio_id, uuid4().hex)
+
+    async def put(self, audio: AudioReadModel, fill_token: str) -> bool:
+        cached = self.entries.get(audio.audio_id)
+        if self.tokens.get(audio.audio_id) != fill_token or (
+            cached
+            and AudioReadModel.model_validate_json(cached).version >= audio.version
+        ):
+            self.refused += 1
+            return False
         self.entries[audio.audio_id] = audio.model_dump_json()
+        return True
+
+    def invalidate(self, audio_id: UUID) -> None:
+        self.entries.pop(audio_id, None)
+        self.tokens.pop(audio_id, None)
+
+    def cached_version(self, audio_id: UUID) -> int | None:
+        raw = self.entries.get(audio_id)
+        return AudioReadModel.model_validate_json(raw).version if raw else None
 
 
 class FakeProgress:
@@ -115,11 +147,15 @@ class BrokenCache:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def get(self, audio_id: UUID) -> AudioReadModel | None:
+    async def get(self, audio_id: UUID) -> CacheLookup:
         self.calls += 1
         raise ConnectionError("redis is down")
 
-    async def put(self, audio: AudioReadModel) -> None:
+    async def reserve(self, audio_id: UUID) -> str:
+        self.calls += 1
+        raise ConnectionError("redis is down")
+
+    async def put(self, audio: AudioReadModel, fill_token: str) -> bool:
         self.calls += 1
         raise ConnectionError("redis is down")
 
@@ -355,8 +391,33 @@ def test_a_failing_cache_degrades_to_direct_reads(
 
     assert (first.status_code, second.status_code) == (200, 200)
     assert world.repository.reads == 2
-    assert world.cache.calls == 4
+    assert world.cache.calls == 2  # one failed lookup per read, no write after it
     assert "cache read failed" in caplog.text
+
+
+def test_an_item_read_just_before_the_projector_changed_it_is_never_cached(
+    client: TestClient, world: World
+) -> None:
+    audio = world.repository.add(item(version=1, status="processing"))
+    changed = audio.model_copy(update={"version": 2, "status": "completed"})
+    cache = world.cache
+    assert isinstance(cache, FakeCache)
+
+    def projector_writes_and_invalidates() -> None:
+        world.repository.add(changed)
+        cache.invalidate(audio.audio_id)
+
+    # The miss reads version 1; the projector commits 2 before it is cached.
+    world.repository.after_read.append(projector_writes_and_invalidates)
+    path = f"/queries/audio/{audio.audio_id}"
+    racing = client.get(path, headers=auth())
+    after = client.get(path, headers=auth())
+
+    assert racing.json()["version"] == 1  # what that read saw, not stored
+    assert cache.refused == 1
+    assert after.json()["version"] == 2
+    assert cache.cached_version(audio.audio_id) == 2
+    assert world.repository.reads == 2
 
 
 # --- read your writes -------------------------------------------------------
@@ -375,6 +436,8 @@ def test_min_version_bypasses_a_stale_cache_entry(
     assert response.status_code == 200
     assert response.json()["version"] == 2
     assert world.time.sleeps == []
+    assert isinstance(world.cache, FakeCache)
+    assert world.cache.cached_version(audio.audio_id) == 2  # refilled
 
 
 def test_min_version_waits_until_the_projection_catches_up(

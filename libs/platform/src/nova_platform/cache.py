@@ -2,6 +2,10 @@
 
 - `audio_key`: the query cache's copy of a read-model item (query-api writes
   it, the projector drops it when the item changes).
+- `audio_fill_key`: the fill token of that entry. query-api takes one before
+  it reads the read model and stores what it read only while the token is
+  unchanged; the projector drops it with the entry, so a copy read before an
+  invalidation is never stored after it.
 - `progress_key`: how far the transcriber is with an audio's current attempt
   (the transcriber writes it, query-api merges it into get-by-id). Progress
   is ephemeral: it never goes to the event store, and expires after
@@ -23,6 +27,11 @@ def _prefix(settings: NovaSettings) -> str:
 def audio_key(settings: NovaSettings, audio_id: str) -> str:
     """The cache entry of one audio's read-model item."""
     return f"{_prefix(settings)}:audio:{audio_id}"
+
+
+def audio_fill_key(settings: NovaSettings, audio_id: str) -> str:
+    """The fill token of `audio_key` (see the module's docstring)."""
+    return f"{_prefix(settings)}:audio-fill:{audio_id}"
 
 
 def progress_key(settings: NovaSettings, audio_id: str) -> str:

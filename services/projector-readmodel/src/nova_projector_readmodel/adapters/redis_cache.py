@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from nova_platform.cache import audio_key
+from nova_platform.cache import audio_fill_key, audio_key
 from nova_platform.settings import NovaSettings
 
 logger = logging.getLogger(__name__)
@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 
 class RedisCacheInvalidator:
     """Deletes the cache entries of changed audios, in one round trip.
+
+    Each entry's fill token goes with it: a query-api reader that read the
+    read model before this change can then no longer store its copy (see
+    `nova_platform.cache`). Call it only after the changes are written.
 
     A Redis outage is logged and does not hold the projection back: entries
     expire by their TTL, and readers that send `min_version` skip a stale one.
@@ -27,7 +31,11 @@ class RedisCacheInvalidator:
         self.failures = 0
 
     async def invalidate(self, audio_ids: Sequence[str]) -> None:
-        keys = [audio_key(self._settings, a) for a in audio_ids]
+        keys = [
+            key
+            for a in audio_ids
+            for key in (audio_key(self._settings, a), audio_fill_key(self._settings, a))
+        ]
         try:
             await self._redis.delete(*keys)
         except (RedisError, OSError) as exc:

@@ -36,9 +36,13 @@ class DynamoDBReadModelRepository:
         self._table = table
 
     async def get(self, audio_id: UUID) -> AudioReadModel | None:
+        # Strongly consistent: the cache stores what this returns only if the
+        # projector did not invalidate the audio since the read began, which
+        # is sound only if the read sees every write made before it.
         response = await self._client.get_item(
             TableName=await resolve(self._table),
             Key={"pk": {"S": f"AUDIO#{audio_id}"}, "sk": {"S": "METADATA"}},
+            ConsistentRead=True,
         )
         item = response.get("Item")
         return None if item is None else _model(item)

@@ -216,12 +216,36 @@ class ReadModelRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class CacheLookup:
+    """What the cache holds for one audio."""
+
+    audio: AudioReadModel | None
+    fill_token: str | None = None
+    """On a miss: what `AudioCache.put` needs to store the item read next."""
+
+
 class AudioCache(Protocol):
-    """A best-effort cache of read-model items; any method may raise."""
+    """A best-effort cache of read-model items; any method may raise.
 
-    async def get(self, audio_id: UUID) -> AudioReadModel | None: ...
+    A copy is stored only with a fill token taken *before* the read model was
+    read, and only if the projector did not invalidate the audio since: an
+    item read just before a change is never cached after the change.
+    """
 
-    async def put(self, audio: AudioReadModel) -> None: ...
+    async def get(self, audio_id: UUID) -> CacheLookup:
+        """The cached item; on a miss, a fill token."""
+        ...
+
+    async def reserve(self, audio_id: UUID) -> str:
+        """A fill token, taken before reading the read model."""
+        ...
+
+    async def put(self, audio: AudioReadModel, fill_token: str) -> bool:
+        """Store `audio` unless its audio was invalidated since `fill_token`
+        was taken or the cache holds it at the same or a newer version;
+        True when stored."""
+        ...
 
 
 class ProgressSource(Protocol):
@@ -377,9 +401,12 @@ class AudioQueryHandler:
     ) -> AudioReadModel:
         if min_version is not None and min_version < 1:
             raise InvalidArgumentError("min_version", "min_version must be 1 or more")
-        audio = await self._cached(audio_id)
-        if audio is None or (min_version and audio.version < min_version):
-            audio = await self._direct(audio_id)
+        lookup = await self._cached(audio_id)
+        audio = lookup.audio if lookup else None
+        if audio is None:
+            audio = await self._direct(audio_id, lookup.fill_token if lookup else None)
+        elif min_version and audio.version < min_version:
+            audio = await self._refill(audio_id)
         self._check_visible(audio_id, audio, caller)
         if min_version is None or (audio and audio.version >= min_version):
             return self._found(audio_id, audio)
@@ -389,7 +416,10 @@ class AudioQueryHandler:
         while self._clock() - started < self._wait_s:
             await self._sleep(min(delay, max(self._wait_s / 10, 0.001)))
             delay = min(delay * 2, 0.2)
-            audio = await self._direct(audio_id)
+            if lookup is None:  # the cache failed: leave it alone
+                audio = await self._direct(audio_id, None)
+            else:
+                audio = await self._refill(audio_id)
             self._check_visible(audio_id, audio, caller)
             if audio is not None and audio.version >= min_version:
                 return self._found(audio_id, audio)
@@ -418,7 +448,8 @@ class AudioQueryHandler:
             raise AudioNotFoundError(audio_id)
         return audio
 
-    async def _cached(self, audio_id: UUID) -> AudioReadModel | None:
+    async def _cached(self, audio_id: UUID) -> CacheLookup | None:
+        """The cache's answer; None without a cache or when it failed."""
         if self._cache is None:
             return None
         try:
@@ -430,11 +461,28 @@ class AudioQueryHandler:
             )
             return None
 
-    async def _direct(self, audio_id: UUID) -> AudioReadModel | None:
+    async def _refill(self, audio_id: UUID) -> AudioReadModel | None:
+        """A direct read that replaces an older cached copy."""
+        assert self._cache is not None
+        try:
+            token: str | None = await self._cache.reserve(audio_id)
+        except Exception as exc:  # noqa: BLE001 - the cache is best effort
+            logger.warning(
+                "cache reservation failed; reading the read model directly",
+                extra={"audio_id": str(audio_id), "error": repr(exc)},
+            )
+            token = None
+        return await self._direct(audio_id, token)
+
+    async def _direct(
+        self, audio_id: UUID, fill_token: str | None
+    ) -> AudioReadModel | None:
+        """The read model's item, cached when `fill_token` (taken before this
+        read) is given."""
         audio = await self._repository.get(audio_id)
-        if audio is not None and self._cache is not None:
+        if audio is not None and self._cache is not None and fill_token is not None:
             try:
-                await self._cache.put(audio)
+                await self._cache.put(audio, fill_token)
             except Exception as exc:  # noqa: BLE001 - the cache is best effort
                 logger.warning(
                     "cache write failed; serving the read model's item",
