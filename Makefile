@@ -52,12 +52,24 @@ $(GRPC_STUBS): $(QUERY_PROTO) | $(STAMP)
 .PHONY: grpc-stubs
 grpc-stubs: $(GRPC_STUBS) ## Generate query-api's gRPC stubs from its .proto
 
+# kustomize renders deploy/k8s for tests/unit/test_k8s.py, built from the Go
+# module proxy at a pinned version into .nova/tools (Go is on the machine).
+KUSTOMIZE_VERSION := v5.5.0
+KUSTOMIZE := .nova/tools/kustomize-$(KUSTOMIZE_VERSION)
+
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "kustomize needs Go to build: install golang (https://go.dev/doc/install)"; exit 1; }
+	@echo "building kustomize $(KUSTOMIZE_VERSION) (go install) ..."
+	@mkdir -p .nova/tools/go-bin
+	GOBIN=$(abspath .nova/tools/go-bin) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@mv .nova/tools/go-bin/kustomize $@
+
 # Debian packages the speech tests use (espeak-ng speaks, sox resamples);
 # each command is in the package of its name. apt installs them when root.
 SPEECH_TOOLS := espeak-ng sox
 
 .PHONY: install
-install: $(STAMP) $(GRPC_STUBS) ## Create .venv from the hash-checked lock
+install: $(STAMP) $(GRPC_STUBS) $(KUSTOMIZE) ## Create .venv from the hash-checked lock
 	@$(STACK) install
 	@missing="$$(for t in $(SPEECH_TOOLS); do command -v $$t >/dev/null || echo $$t; done | xargs)"; \
 	if [ -n "$$missing" ]; then \
@@ -71,11 +83,21 @@ install: $(STAMP) $(GRPC_STUBS) ## Create .venv from the hash-checked lock
 		fi; \
 	fi
 
+# Each image installs only its service's lock (requirements/runtime/<service>.txt)
+# and builds with requirements/build.txt; both are compiled after lock.txt and
+# constrained by it, so every image runs the versions the tests ran.
+LOCK_FLAGS = --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 $(addprefix --no-emit-package ,$(PACKAGE_NAMES))
+IMAGE_LOCKS := build $(addprefix runtime/,$(notdir $(wildcard services/*)))
+
 .PHONY: lock
-lock: $(STAMP) ## Re-resolve requirements/lock.txt (exact versions, hashes, no URLs)
-	$(BIN)/uv pip compile requirements/workspace.in --generate-hashes \
-		--python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-		$(addprefix --no-emit-package ,$(PACKAGE_NAMES)) -o requirements/lock.txt
+lock: $(STAMP) ## Re-resolve requirements/lock.txt and the images' locks (versions, hashes, no URLs)
+	$(BIN)/uv pip compile requirements/workspace.in $(LOCK_FLAGS) -o requirements/lock.txt
+	@set -e; for lock in $(IMAGE_LOCKS); do \
+		echo "requirements/$$lock.txt"; \
+		$(BIN)/uv pip compile --quiet requirements/$$lock.in -c requirements/lock.txt \
+			$(LOCK_FLAGS) -o requirements/$$lock.txt; \
+	done
 
 .PHONY: schemas
 schemas: $(STAMP) $(GRPC_STUBS) ## Re-export the event JSON Schemas into libs/events
