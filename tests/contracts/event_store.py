@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest
@@ -88,6 +88,32 @@ class EventStoreContract:
         assert caught.value.actual_version == 1
         assert len(await store.get_events(AUDIO_FILE, audio_id)) == 1
 
+    @pytest.mark.parametrize(("stored", "expected"), [(0, 5), (1, 3)])
+    async def test_an_expected_version_ahead_of_the_stream_is_refused(
+        self, store: EventStore, stored: int, expected: int
+    ) -> None:
+        audio_id = uuid4()
+        if stored:
+            await store.append_events(
+                AUDIO_FILE, audio_id, [created(audio_id)], 0, META
+            )
+
+        # A version nobody read: appending after it would leave a gap.
+        with pytest.raises(ConcurrencyError) as caught:
+            await store.append_events(
+                AUDIO_FILE,
+                audio_id,
+                [AudioProcessingStarted(audio_id=audio_id)],
+                expected,
+                META,
+            )
+
+        assert caught.value.expected_version == expected
+        assert caught.value.actual_version == stored
+        assert [e.version for e in await store.get_events(AUDIO_FILE, audio_id)] == (
+            list(range(1, stored + 1))
+        )
+
     async def test_multi_event_commit_is_all_or_nothing(
         self, store: EventStore
     ) -> None:
@@ -170,3 +196,24 @@ class EventStoreContract:
 
         assert set(ids) <= {e.aggregate_id for e in found}
         assert later == []
+
+    async def test_events_by_type_from_a_time_with_another_offset(
+        self, store: EventStore
+    ) -> None:
+        # 09:00 in Tokyo is 00:00 UTC: one bound, however it is written.
+        tokyo = timezone(timedelta(hours=9))
+        audio_id = uuid4()
+        await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
+        [stored] = await store.get_events(AUDIO_FILE, audio_id)
+        just_before = (stored.occurred_at - timedelta(milliseconds=1)).astimezone(tokyo)
+        just_after = (stored.occurred_at + timedelta(milliseconds=1)).astimezone(tokyo)
+
+        from_before = await store.get_events_by_type(
+            "AudioCreated", from_time=just_before, limit=100_000
+        )
+        from_after = await store.get_events_by_type(
+            "AudioCreated", from_time=just_after, limit=100_000
+        )
+
+        assert audio_id in {e.aggregate_id for e in from_before}
+        assert audio_id not in {e.aggregate_id for e in from_after}

@@ -19,7 +19,10 @@ from nova_command_api.adapters.memory_audio_storage import InMemoryAudioStorage
 from nova_command_api.adapters.memory_event_store import InMemoryEventStore
 from nova_command_api.adapters.memory_idempotency import InMemoryIdempotencyStore
 from nova_command_api.adapters.metered_event_store import MeteredEventStore
-from nova_command_api.application.ports import ConcurrencyError
+from nova_command_api.application.ports import (
+    ConcurrencyError,
+    EventStoreUnavailableError,
+)
 from nova_command_api.entrypoints.http import create_app
 from nova_command_api.settings import CommandApiSettings
 from nova_events import AUDIO_FILE, AudioCreated, EventMetadata
@@ -570,3 +573,36 @@ async def test_metered_store_counts_conflicts() -> None:
         await store.append_events(AUDIO_FILE, audio_id, [created], 0, meta)
     assert registry.get_sample_value("nova_event_store_conflicts_total") == 1.0
     assert registry.get_sample_value("nova_event_store_commits_total") == 1.0
+
+
+class BusyEventStore(InMemoryEventStore):
+    """Refuses the next `busy` appends as DynamoDB does when throttled."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__()
+        self.busy = busy
+
+    async def append_events(self, *args: Any, **kwargs: Any) -> Any:
+        if self.busy:
+            self.busy -= 1
+            raise EventStoreUnavailableError("AudioFile#x", "TransactionConflict")
+        return await super().append_events(*args, **kwargs)
+
+
+def test_a_busy_event_store_is_a_503_to_retry_and_not_replayed(world: World) -> None:
+    world.store = BusyEventStore(busy=1)
+    app = create_app(
+        world.app_settings(), world.store, world.storage, world.idempotency
+    )
+    with TestClient(app) as client:
+        busy = upload(client, **{"Idempotency-Key": "k-busy"})
+        retried = upload(client, **{"Idempotency-Key": "k-busy"})
+
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["type"].endswith("/event-store-unavailable")
+    assert busy.headers["retry-after"] == "1"
+    assert retried.status_code == 201, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    assert len(world.store._streams) == 1
+    # The first attempt's object was removed again; only the retry's is left.
+    assert len(world.storage.objects) == 1

@@ -4,6 +4,11 @@ Appends are enforced by the database, not by a read before the write: each
 event item is written with `attribute_not_exists(pk)`, so of two writers that
 claim the same version exactly one succeeds. One event is one conditional
 `PutItem`; several go in one `TransactWriteItems`, all or nothing.
+
+An append after version N > 0 first reads item vN (strongly consistent): an
+item, once written, is never removed, so if it exists now it exists at the
+write, and an expected version the stream never reached is refused instead of
+leaving a gap. The read keeps a one-event commit a single-item write.
 """
 
 from __future__ import annotations
@@ -16,16 +21,62 @@ from uuid import UUID
 from botocore.exceptions import ClientError
 
 from nova_events import DomainEvent, EventEnvelope, EventMetadata
-from nova_platform.event_items import from_item, to_item
+from nova_platform.event_items import from_item, sort_key, to_item
 from nova_platform.event_reader import DynamoDBEventReader
 
-from ..application.ports import ConcurrencyError
-from .envelopes import new_envelopes, utc_now
+from ..application.ports import ConcurrencyError, EventStoreUnavailableError
+from .envelopes import as_utc, new_envelopes, utc_now
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 MAX_TRANSACTION_ITEMS = 100
+
+# Error codes of a request DynamoDB refused for now: retrying later may succeed.
+_THROTTLED = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+    }
+)
+# A cancelled transaction's per-item reasons that mean "not now", not "no".
+_TRANSIENT_REASONS = frozenset(
+    {
+        "TransactionConflict",
+        "ProvisionedThroughputExceeded",
+        "ThrottlingError",
+        "RequestLimitExceeded",
+    }
+)
+
+
+def _cancellation_reasons(exc: ClientError) -> set[str]:
+    if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return set()
+    return {str(r.get("Code")) for r in exc.response.get("CancellationReasons", [])}
+
+
+def _lost_the_race(exc: ClientError) -> bool:
+    """Whether a version the write claimed exists already."""
+    code = exc.response.get("Error", {}).get("Code")
+    return (
+        code == "ConditionalCheckFailedException"
+        or "ConditionalCheckFailed" in _cancellation_reasons(exc)
+    )
+
+
+def _transient_reason(exc: ClientError) -> str | None:
+    """Why DynamoDB refused the write for now only; None if it was not that.
+
+    A validation error, say, is a bug to surface, not a reason to retry.
+    """
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in _THROTTLED:
+        return code
+    transient = sorted(_cancellation_reasons(exc) & _TRANSIENT_REASONS)
+    return ", ".join(transient) or None
 
 
 class DynamoDBEventStore:
@@ -63,38 +114,44 @@ class DynamoDBEventStore:
                 f"one commit holds at most {MAX_TRANSACTION_ITEMS} events, "
                 f"got {len(envelopes)}"
             )
-        condition = "attribute_not_exists(pk)"
+        stream = envelopes[0].stream_key
         try:
-            if len(envelopes) == 1:
-                await self._client.put_item(
-                    TableName=self._table,
-                    Item=to_item(envelopes[0]),
-                    ConditionExpression=condition,
-                )
-            else:
-                await self._client.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Put": {
-                                "TableName": self._table,
-                                "Item": to_item(e),
-                                "ConditionExpression": condition,
-                            }
-                        }
-                        for e in envelopes
-                    ]
-                )
-        except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code not in (
-                "ConditionalCheckFailedException",
-                "TransactionCanceledException",
+            if expected_version > 0 and not await self._has_version(
+                stream, expected_version
             ):
-                raise
-            stream = envelopes[0].stream_key
-            actual = await self._current_version(stream)
-            raise ConcurrencyError(stream, expected_version, actual) from exc
+                actual = await self._current_version(stream)
+                raise ConcurrencyError(stream, expected_version, actual)
+            await self._write(envelopes)
+        except ClientError as exc:
+            if _lost_the_race(exc):
+                actual = await self._current_version(stream)
+                raise ConcurrencyError(stream, expected_version, actual) from exc
+            if reason := _transient_reason(exc):
+                raise EventStoreUnavailableError(stream, reason) from exc
+            raise
         return envelopes
+
+    async def _write(self, envelopes: list[EventEnvelope]) -> None:
+        condition = "attribute_not_exists(pk)"
+        if len(envelopes) == 1:
+            await self._client.put_item(
+                TableName=self._table,
+                Item=to_item(envelopes[0]),
+                ConditionExpression=condition,
+            )
+            return
+        await self._client.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": to_item(e),
+                        "ConditionExpression": condition,
+                    }
+                }
+                for e in envelopes
+            ]
+        )
 
     async def get_events(
         self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
@@ -108,7 +165,8 @@ class DynamoDBEventStore:
         values: dict[str, Any] = {":t": {"S": event_type}}
         if from_time is not None:
             condition += " AND gsi1sk >= :from"
-            values[":from"] = {"S": from_time.isoformat()}
+            # gsi1sk holds UTC ISO strings, compared as strings.
+            values[":from"] = {"S": as_utc(from_time).isoformat()}
         query: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": "gsi1",
@@ -132,6 +190,15 @@ class DynamoDBEventStore:
             if not last:
                 return
             query = {**query, "ExclusiveStartKey": last}
+
+    async def _has_version(self, stream: str, version: int) -> bool:
+        found = await self._client.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": stream}, "sk": {"S": sort_key(version)}},
+            ConsistentRead=True,
+            ProjectionExpression="version",
+        )
+        return "Item" in found
 
     async def _current_version(self, stream: str) -> int:
         page = await self._client.query(

@@ -15,6 +15,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive datetime is refused, its instant is unknown."""
+    if moment.utcoffset() is None:
+        raise ValueError(
+            f"from_time must be timezone-aware (got {moment.isoformat()}); "
+            "pass e.g. datetime.now(UTC)"
+        )
+    return moment.astimezone(UTC)
+
+
 def new_envelopes(
     aggregate_type: str,
     aggregate_id: UUID,

@@ -10,7 +10,7 @@ from uuid import UUID
 from nova_events import DomainEvent, EventEnvelope, EventMetadata
 
 from ..application.ports import ConcurrencyError
-from .envelopes import new_envelopes
+from .envelopes import as_utc, new_envelopes
 
 
 class InMemoryEventStore:
@@ -31,10 +31,11 @@ class InMemoryEventStore:
         )
         stream = f"{aggregate_type}#{aggregate_id}"
         async with self._lock:
-            stored = self._streams.setdefault(stream, [])
+            stored = self._streams.get(stream, [])
+            # Behind the stream is a conflict; ahead of it would leave a gap.
             if len(stored) != expected_version:
                 raise ConcurrencyError(stream, expected_version, len(stored))
-            stored.extend(envelopes)
+            self._streams[stream] = [*stored, *envelopes]
         return envelopes
 
     async def get_events(
@@ -46,12 +47,12 @@ class InMemoryEventStore:
     async def get_events_by_type(
         self, event_type: str, from_time: datetime | None = None, limit: int = 100
     ) -> list[EventEnvelope]:
+        since = None if from_time is None else as_utc(from_time)
         matches = [
             e
             for stream in self._streams.values()
             for e in stream
-            if e.event_type == event_type
-            and (from_time is None or e.occurred_at >= from_time)
+            if e.event_type == event_type and (since is None or e.occurred_at >= since)
         ]
         matches.sort(key=lambda e: e.occurred_at.isoformat())
         return matches[:limit]

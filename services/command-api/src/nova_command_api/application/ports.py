@@ -45,6 +45,25 @@ class ConcurrencyError(Exception):
         )
 
 
+class EventStoreUnavailableError(Exception):
+    """Raised when the event store could not take a commit right now.
+
+    DynamoDB throttled the write or a concurrent transaction held one of its
+    items. Nothing was written and the stream's version is unknown to the
+    writer: `retriable` is True, so retry the whole command after a moment.
+    """
+
+    retriable = True
+
+    def __init__(self, stream: str, reason: str) -> None:
+        self.stream = stream
+        self.reason = reason
+        super().__init__(
+            f"the event store could not append to {stream} right now ({reason}); "
+            "nothing was written, retry in a moment"
+        )
+
+
 class EventStore(Protocol):
     """An append-only store of event streams, one stream per aggregate."""
 
@@ -58,8 +77,11 @@ class EventStore(Protocol):
     ) -> list[EventEnvelope]:
         """Append `events` after `expected_version`, all or nothing.
 
-        `expected_version` must be a version the caller has read (0 for a new
-        stream). Raises `ConcurrencyError` if the stream has moved on.
+        `expected_version` must be the version of the stream the caller has
+        read (0 for a new stream). Raises `ConcurrencyError` if the stream has
+        moved on, and also if it never reached `expected_version` (a version
+        nobody read cannot be appended after: that would leave a gap). Raises
+        `EventStoreUnavailableError` when the store is throttled; retry then.
         """
         ...
 
@@ -72,5 +94,9 @@ class EventStore(Protocol):
     async def get_events_by_type(
         self, event_type: str, from_time: datetime | None = None, limit: int = 100
     ) -> list[EventEnvelope]:
-        """Up to `limit` events of `event_type` from `from_time` on, oldest first."""
+        """Up to `limit` events of `event_type` from `from_time` on, oldest first.
+
+        `from_time` must be timezone-aware; any offset is fine (it is compared
+        as the same instant in UTC).
+        """
         ...

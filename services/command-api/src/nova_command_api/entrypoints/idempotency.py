@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = ("location", "etag", "content-type")
 # Answers that depend on a moment, not on the request: a retry should run again.
+# So do 5xx answers (a backend was unavailable).
 _NOT_RECORDED = {409, 412, 429}
 
 
@@ -74,7 +75,11 @@ class IdempotentRunner:
             response = await command()
         except Exception as exc:
             problem = as_problem(exc)
-            if problem is None or problem.status in _NOT_RECORDED:
+            if (
+                problem is None
+                or problem.status in _NOT_RECORDED
+                or problem.status >= 500
+            ):
                 await self._store.release(scoped)
                 raise
             response = problem.response()

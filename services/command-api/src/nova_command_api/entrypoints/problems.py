@@ -16,7 +16,11 @@ from ..application.errors import (
     StaleAttemptError,
     VersionMismatchError,
 )
-from ..application.ports import ConcurrencyError, EventTooLargeError
+from ..application.ports import (
+    ConcurrencyError,
+    EventStoreUnavailableError,
+    EventTooLargeError,
+)
 from ..application.storage import (
     AudioObjectMissingError,
     AudioStorageError,
@@ -118,6 +122,18 @@ def _storage(exc: AudioStorageError) -> Problem:
     )
 
 
+def _store_unavailable(exc: EventStoreUnavailableError) -> Problem:
+    logger.warning("event store refused a commit for now", extra={"error": str(exc)})
+    return Problem(
+        "the event store is busy right now and nothing was written; retry in a "
+        "moment (with the same Idempotency-Key, if you sent one)",
+        status=503,
+        kind="event-store-unavailable",
+        title="Event store busy",
+        retry_after_s=1,
+    )
+
+
 def _no_subscription(exc: SubscriptionNotFoundError) -> Problem:
     return Problem(
         f"no webhook subscription {exc.subscription_id} visible to you; check the id",
@@ -204,6 +220,7 @@ _MAPPERS: dict[type[Exception], Callable[[Exception], Problem]] = {
     NotAudioError: _not_audio,  # type: ignore[dict-item]
     AudioObjectMissingError: _missing,  # type: ignore[dict-item]
     AudioStorageError: _storage,  # type: ignore[dict-item]
+    EventStoreUnavailableError: _store_unavailable,  # type: ignore[dict-item]
     SubscriptionNotFoundError: _no_subscription,  # type: ignore[dict-item]
     DeliveryNotFoundError: _no_delivery,  # type: ignore[dict-item]
     DeliveryNotParkedError: _not_parked,  # type: ignore[dict-item]
