@@ -11,10 +11,12 @@ from uuid import UUID, uuid4
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
 
 from nova_command_api.adapters.dynamodb_event_store import DynamoDBEventStore
 from nova_command_api.adapters.dynamodb_streams import DynamoDBLease, DynamoDBStreamFeed
 from nova_command_api.adapters.kafka_publisher import TransactionalKafkaPublisher
+from nova_command_api.adapters.prometheus_metrics import PrometheusRelayMetrics
 from nova_command_api.application.relay import OutboxRelay
 from nova_command_api.entrypoints.relay import republish
 from nova_command_api.settings import CommandApiSettings
@@ -31,7 +33,9 @@ pytestmark = pytest.mark.integration
 
 @asynccontextmanager
 async def open_relay(
-    settings: NovaSettings, owner: str | None = None
+    settings: NovaSettings,
+    owner: str | None = None,
+    metrics: PrometheusRelayMetrics | None = None,
 ) -> AsyncIterator[tuple[DynamoDBEventStore, OutboxRelay]]:
     """A relay process's wiring: its own clients, producer and lease."""
     aws = session()
@@ -55,6 +59,7 @@ async def open_relay(
                 DynamoDBStreamFeed(ddb, streams, settings.event_store_table),
                 publisher,
                 lease,
+                metrics,
             )
             yield DynamoDBEventStore(ddb, settings.event_store_table), relay
         finally:
@@ -121,6 +126,34 @@ async def test_every_committed_event_reaches_kafka_once_in_stream_order(
     headers = dict(records[-1].headers)
     assert set(headers) >= {"event_type", "schema_version", "correlation_id"}
     assert records[-1].key == str(loads(records[-1].value).aggregate_id).encode()
+
+
+async def test_the_backlog_gauges_age_events_by_their_stream_records(
+    settings: NovaSettings,
+) -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusRelayMetrics(registry)
+    async with open_relay(settings, metrics=metrics) as (store, relay):
+        await drain(relay)
+        audio_id = uuid4()
+        written = datetime.now(UTC)
+        await store.append_events(AUDIO_FILE, audio_id, [created(audio_id)], 0, META)
+        # A read that finds the record publishes it within the same pass.
+        async with asyncio.timeout(10):
+            while not await relay.run_once():
+                pass
+        found = registry.get_sample_value("nova_relay_pending_events")
+        age = registry.get_sample_value("nova_relay_oldest_unpublished_age_seconds")
+        await drain(relay)
+        caught_up = registry.get_sample_value("nova_relay_pending_events")
+        age_after = registry.get_sample_value(
+            "nova_relay_oldest_unpublished_age_seconds"
+        )
+
+    assert found == 1
+    assert age is not None
+    assert 0 < age <= (datetime.now(UTC) - written).total_seconds() + 1
+    assert (caught_up, age_after) == (0, 0)
 
 
 async def test_order_ignores_the_writers_clocks(settings: NovaSettings) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from uuid import uuid4
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from nova_command_api.adapters.prometheus_metrics import PrometheusRelayMetrics
 from nova_command_api.application.relay import (
     ChangeBatch,
     Checkpoint,
@@ -17,10 +20,10 @@ from nova_command_api.application.relay import (
 from nova_events import EventEnvelope, EventMetadata
 
 
-def envelope(version: int) -> EventEnvelope:
+def envelope(version: int, audio_id: UUID | None = None) -> EventEnvelope:
     return EventEnvelope(
         aggregate_type="AudioFile",
-        aggregate_id=uuid4(),
+        aggregate_id=audio_id or uuid4(),
         event_type="AudioProcessingCompleted",
         schema_version=1,
         version=version,
@@ -29,19 +32,33 @@ def envelope(version: int) -> EventEnvelope:
     )
 
 
-class FakeFeed:
-    """One shard whose records are `events`; positions are list indexes."""
+WRITTEN = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
-    def __init__(self, events: list[EventEnvelope]) -> None:
+
+class FakeFeed:
+    """One shard whose records are `events`, two read at a time; positions are
+    list indexes. Record i was written `i` seconds after `written_at`."""
+
+    def __init__(
+        self,
+        events: list[EventEnvelope],
+        shard_id: str = "shard-1",
+        written_at: datetime = WRITTEN,
+    ) -> None:
         self.events = events
+        self.shard_id = shard_id
+        self.written_at = written_at
 
     async def shards(self) -> list[Shard]:
-        return [Shard("shard-1")]
+        return [Shard(self.shard_id)]
 
     async def read(self, shard_id: str, after: str | None) -> ChangeBatch:
         start = int(after or 0)
         batch = self.events[start : start + 2]
-        return ChangeBatch(shard_id, batch, str(start + len(batch)))
+        oldest_at = self.written_at + timedelta(seconds=start) if batch else None
+        return ChangeBatch(
+            shard_id, batch, str(start + len(batch)), oldest_at=oldest_at
+        )
 
     def forget(self) -> None:
         pass
@@ -85,6 +102,17 @@ class FakeLease:
 async def drain(relay: OutboxRelay) -> None:
     while await relay.run_once():
         pass
+
+
+async def catch_up(relay: OutboxRelay, feed: FakeFeed, broker: FakeBroker) -> None:
+    """Pass until the feed's end is checkpointed, even by passes that skip
+    everything they read."""
+    end = Checkpoint(feed.shard_id, str(len(feed.events)))
+    for _ in range(len(feed.events) + 2):
+        if broker.checkpoints.get(feed.shard_id) == end:
+            return
+        await relay.run_once()
+    pytest.fail(f"the relay never checkpointed {end}: {broker.checkpoints}")
 
 
 async def test_publishes_everything_once_with_its_checkpoint() -> None:
@@ -144,3 +172,157 @@ def test_children_wait_for_their_parent_shard() -> None:
     assert [s.shard_id for s in read_order(shards, {})] == ["a", "c"]
     done = {"a": Checkpoint("a", "9", closed=True)}
     assert [s.shard_id for s in read_order(shards, done)] == ["b", "c"]
+
+
+class TwoShards:
+    """Two `FakeFeed`s as the shards of one stream."""
+
+    def __init__(self, first: FakeFeed, second: FakeFeed) -> None:
+        self.feeds = {first.shard_id: first, second.shard_id: second}
+
+    async def shards(self) -> list[Shard]:
+        return [Shard(shard_id) for shard_id in self.feeds]
+
+    async def read(self, shard_id: str, after: str | None) -> ChangeBatch:
+        return await self.feeds[shard_id].read(shard_id, after)
+
+    def forget(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now.timestamp()
+
+
+class Scrape:
+    """Reads the relay's metrics as Prometheus would."""
+
+    def __init__(self, now: datetime) -> None:
+        self.registry = CollectorRegistry()
+        self.clock = Clock(now)
+        self.metrics = PrometheusRelayMetrics(self.registry, clock=self.clock)
+
+    def __getitem__(self, name: str) -> float:
+        value = self.registry.get_sample_value(name)
+        assert value is not None, f"{name} is not exported"
+        return value
+
+    @property
+    def backlog(self) -> tuple[float, float]:
+        return (
+            self["nova_relay_pending_events"],
+            self["nova_relay_oldest_unpublished_age_seconds"],
+        )
+
+
+async def test_the_backlog_gauges_keep_what_each_pass_found_unpublished() -> None:
+    scrape = Scrape(WRITTEN + timedelta(seconds=100))
+    events = [envelope(1) for _ in range(5)]
+    relay = OutboxRelay(FakeFeed(events), FakeBroker(), FakeLease(), scrape.metrics)
+
+    await relay.run_once()
+    after_first = scrape.backlog
+    await relay.run_once()
+    after_second = scrape.backlog
+    await relay.run_once()
+    after_third = scrape.backlog
+    await relay.run_once()
+
+    # Records 0-1, then 2-3, then 4, written 0, 2 and 4 s after WRITTEN.
+    assert after_first == (2, 100.0)
+    assert after_second == (2, 98.0)
+    assert after_third == (1, 96.0)
+    assert scrape.backlog == (0, 0.0)
+    assert scrape["nova_relay_published_events_total"] == 5
+
+
+async def test_the_age_keeps_rising_while_the_relay_does_not_come_back() -> None:
+    scrape = Scrape(WRITTEN + timedelta(seconds=10))
+    feed = FakeFeed([envelope(1) for _ in range(3)])
+    relay = OutboxRelay(feed, FakeBroker(), FakeLease(), scrape.metrics)
+    await relay.run_once()
+
+    scrape.clock.now += timedelta(seconds=50)
+
+    assert scrape.backlog == (2, 60.0)
+
+
+async def test_the_backlog_sums_the_shards_and_ages_by_the_oldest() -> None:
+    scrape = Scrape(WRITTEN + timedelta(seconds=30))
+    first = FakeFeed([envelope(1)], "shard-a")
+    later = WRITTEN + timedelta(seconds=20)
+    second = FakeFeed([envelope(1) for _ in range(4)], "shard-b", later)
+    relay = OutboxRelay(
+        TwoShards(first, second), FakeBroker(), FakeLease(), scrape.metrics
+    )
+
+    await relay.run_once()
+    both = scrape.backlog
+    await relay.run_once()
+    only_b = scrape.backlog
+    await relay.run_once()
+
+    assert both == (3, 30.0)  # shard-a's record is the oldest
+    assert only_b == (2, 8.0)  # shard-a found nothing; shard-b's from +22 s
+    assert scrape.backlog == (0, 0.0)
+
+
+async def test_a_standby_reports_no_backlog() -> None:
+    scrape = Scrape(WRITTEN + timedelta(seconds=5))
+    lease = FakeLease()
+    feed = FakeFeed([envelope(1) for _ in range(3)])
+    relay = OutboxRelay(feed, FakeBroker(), lease, scrape.metrics)
+    await relay.run_once()
+
+    lease.held = False
+    await relay.run_once()
+
+    assert scrape.backlog == (0, 0.0)
+    assert scrape["nova_relay_active"] == 0
+
+
+async def test_events_met_again_after_a_checkpoint_went_back_are_not_resent() -> None:
+    scrape = Scrape(WRITTEN)
+    audio_id = uuid4()
+    events = [envelope(v, audio_id) for v in range(1, 5)]
+    broker = FakeBroker()
+    lease = FakeLease()
+    feed = FakeFeed(events)
+    relay = OutboxRelay(feed, broker, lease, scrape.metrics)
+    await drain(relay)
+    broker.checkpoints["shard-1"] = Checkpoint("shard-1", "1")  # lost progress
+    lease.held = False
+    await relay.run_once()  # a standby pass: the checkpoints are read again
+    lease.held = True
+    events.append(envelope(5, audio_id))
+
+    await catch_up(relay, feed, broker)
+
+    assert [e.version for e in broker.committed] == [1, 2, 3, 4, 5]
+    assert broker.checkpoints["shard-1"] == Checkpoint("shard-1", "5")
+    assert relay.duplicates == 3
+    assert scrape["nova_relay_duplicate_events_total"] == 3
+    assert scrape["nova_relay_published_events_total"] == 5
+
+
+async def test_only_the_latest_publications_are_remembered() -> None:
+    events = [envelope(1) for _ in range(4)]
+    broker = FakeBroker()
+    lease = FakeLease()
+    feed = FakeFeed(events)
+    relay = OutboxRelay(feed, broker, lease, remembered=3)
+    await drain(relay)
+    broker.checkpoints["shard-1"] = Checkpoint("shard-1", "0")
+    lease.held = False
+    await relay.run_once()
+    lease.held = True
+
+    await catch_up(relay, feed, broker)
+
+    # The first was forgotten, so it goes again: at least once, as before.
+    assert broker.committed == [*events, events[0]]
+    assert relay.duplicates == 3

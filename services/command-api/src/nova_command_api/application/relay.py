@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from uuid import UUID
 
 from nova_events import EventEnvelope
 
@@ -92,13 +93,24 @@ class Lease(Protocol):
 class RelayMetrics(Protocol):
     def published(self, count: int) -> None: ...
 
-    def backlog(self, pending: int, oldest_at: datetime | None) -> None: ...
+    def duplicates(self, count: int) -> None:
+        """`count` events met again in the stream after this relay had
+        published them; they were skipped, not sent twice."""
+        ...
+
+    def backlog(self, pending: int, oldest_at: datetime | None) -> None:
+        """The events found unpublished at the latest read of every shard, and
+        when the oldest of them was written (None when there were none)."""
+        ...
 
     def active(self, is_active: bool) -> None: ...
 
 
 class NoMetrics:
     def published(self, count: int) -> None:
+        pass
+
+    def duplicates(self, count: int) -> None:
         pass
 
     def backlog(self, pending: int, oldest_at: datetime | None) -> None:
@@ -129,7 +141,24 @@ def read_order(
     return ready
 
 
+@dataclass(frozen=True, slots=True)
+class _Backlog:
+    """What a shard's latest read found unpublished."""
+
+    pending: int
+    oldest_at: datetime | None
+
+
 class OutboxRelay:
+    """Publishes every shard's new events with their checkpoint, pass by pass.
+
+    Metrics: the backlog gauges hold what the latest read of each shard found
+    unpublished (kept until that shard is read again, so a scrape between
+    passes sees it); the duplicate count is the events this relay published
+    earlier, among the last `remembered` ones, and met again in the stream
+    (after a checkpoint went backwards, say): they are skipped, not sent twice.
+    """
+
     def __init__(
         self,
         feed: ChangeFeed,
@@ -137,6 +166,7 @@ class OutboxRelay:
         lease: Lease,
         metrics: RelayMetrics | None = None,
         poll_interval_s: float = 0.2,
+        remembered: int = 100_000,
     ) -> None:
         self._feed = feed
         self._publisher = publisher
@@ -144,7 +174,12 @@ class OutboxRelay:
         self._metrics = metrics or NoMetrics()
         self._poll_interval_s = poll_interval_s
         self._checkpoints: dict[str, Checkpoint] | None = None
+        self._backlog: dict[str, _Backlog] = {}
+        # (aggregate id, version) of recent publications, oldest first.
+        self._recent: dict[tuple[UUID, int], None] = {}
+        self._remembered = remembered
         self.published = 0
+        self.duplicates = 0
 
     async def run_once(self) -> int:
         """Publish what is pending on every shard; returns how many events."""
@@ -152,6 +187,8 @@ class OutboxRelay:
         self._metrics.active(active)
         if not active:
             self._checkpoints = None  # the active relay moves them meanwhile
+            self._backlog.clear()  # and reports the backlog
+            self._report_backlog()
             return 0
         if self._checkpoints is None:
             # Fence first: a relay that lost the lease while publishing must not
@@ -160,11 +197,19 @@ class OutboxRelay:
             self._checkpoints = await self._publisher.load_checkpoints()
             self._feed.forget()
         checkpoints = self._checkpoints
+        ready = read_order(await self._feed.shards(), checkpoints)
+        for gone in self._backlog.keys() - {s.shard_id for s in ready}:
+            del self._backlog[gone]  # finished, or trimmed from the stream
         total = 0
-        for shard in read_order(await self._feed.shards(), checkpoints):
+        for shard in ready:
             current = checkpoints.get(shard.shard_id)
             after = current.position if current else None
             batch = await self._feed.read(shard.shard_id, after)
+            events = [e for e in batch.events if _identity(e) not in self._recent]
+            self._backlog[shard.shard_id] = _Backlog(
+                len(events), batch.oldest_at if events else None
+            )
+            self._report_backlog()
             moved = batch.position != after or batch.closed
             if not batch.events and not moved:
                 continue
@@ -172,15 +217,37 @@ class OutboxRelay:
                 # Lost the lease mid-pass; the new holder fenced us anyway.
                 self._checkpoints = None
                 break
-            self._metrics.backlog(len(batch.events), batch.oldest_at)
             checkpoint = Checkpoint(shard.shard_id, batch.position, batch.closed)
-            await self._publisher.publish(batch.events, checkpoint)
+            await self._publisher.publish(events, checkpoint)
             checkpoints[shard.shard_id] = checkpoint
-            total += len(batch.events)
-        self._metrics.backlog(0, None)
+            self._remember(events)
+            self._count_duplicates(len(batch.events) - len(events))
+            total += len(events)
         self._metrics.published(total)
         self.published += total
         return total
+
+    def _report_backlog(self) -> None:
+        found = [b.oldest_at for b in self._backlog.values() if b.oldest_at]
+        self._metrics.backlog(
+            sum(b.pending for b in self._backlog.values()),
+            min(found) if found else None,
+        )
+
+    def _remember(self, events: Sequence[EventEnvelope]) -> None:
+        for event in events:
+            self._recent[_identity(event)] = None
+        while len(self._recent) > self._remembered:
+            del self._recent[next(iter(self._recent))]
+
+    def _count_duplicates(self, count: int) -> None:
+        if count:
+            logger.warning(
+                "skipped events this relay had published already",
+                extra={"count": count},
+            )
+            self.duplicates += count
+            self._metrics.duplicates(count)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -198,6 +265,10 @@ class OutboxRelay:
                     await _wait(stop, self._poll_interval_s)
         finally:
             await self._lease.release()
+
+
+def _identity(event: EventEnvelope) -> tuple[UUID, int]:
+    return event.aggregate_id, event.version
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
