@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -391,3 +391,149 @@ async def test_two_dispatchers_on_one_store_send_each_delivery_once() -> None:
     assert sorted(sent) == sorted((a, n) for a in audios for n in (1, 2, 3))
     for audio in audios:
         assert [s for a, s in sent if a == audio] == [1, 2, 3]
+
+
+class GatedSender:
+    """Holds each request until its subscription's gate opens (never, for a
+    gate not opened); records what started, was answered and was cut off."""
+
+    def __init__(self) -> None:
+        self.gates: dict[UUID, asyncio.Event] = {}
+        self.answers: dict[UUID, int] = {}
+        self.answered: list[tuple[UUID, UUID, int]] = []
+        self.cut_off: list[tuple[UUID, UUID, int]] = []
+        self.in_flight: dict[UUID, int] = {}
+        self.watched: set[UUID] = set()
+        self.peak_watched = 0
+        """Most requests in flight at once to the `watched` subscriptions."""
+
+    def total(self, sids: Iterable[UUID] | None = None) -> int:
+        return sum(
+            n for sid, n in self.in_flight.items() if sids is None or sid in sids
+        )
+
+    def open(self, sid: UUID) -> None:
+        self.gates.setdefault(sid, asyncio.Event()).set()
+
+    async def send(self, subscription: Subscription, delivery: Delivery) -> SendResult:
+        sid = subscription.subscription_id
+        key = (sid, delivery.audio_id, delivery.sequence)
+        self.in_flight[sid] = self.in_flight.get(sid, 0) + 1
+        self.peak_watched = max(self.peak_watched, self.total(self.watched))
+        try:
+            await self.gates.setdefault(sid, asyncio.Event()).wait()
+        except asyncio.CancelledError:
+            self.cut_off.append(key)
+            raise
+        finally:
+            self.in_flight[sid] -= 1
+        self.answered.append(key)
+        return SendResult(self.answers.get(sid, 204), 1.0)
+
+
+async def test_a_stop_finishes_requests_in_flight_and_hands_back_the_rest() -> None:
+    store, gated = InMemoryWebhookStore(), GatedSender()
+    answers, hangs = subscription(uuid4()), subscription(uuid4())
+    audio = uuid4()
+    for sub in (answers, hangs):
+        await store.add_subscription(sub)
+        await store.add_deliveries([pending(sub, audio, n) for n in (1, 2)])
+    lanes = [(answers.subscription_id, audio), (hangs.subscription_id, audio)]
+    # A lease far longer than the test: only a handed-back delivery goes on.
+    dispatcher = Dispatcher(
+        store, gated, FAST, lease_s=600.0, drain_s=0.5, poll_interval_s=0.05
+    )
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.notify(lanes)
+    await until(lambda: gated.total() == 2)
+
+    stopping = time.monotonic()
+    task.cancel()
+    await until(lambda: dispatcher.stopping)
+    gated.open(answers.subscription_id)  # answers while the stop waits
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10.0)
+    took = time.monotonic() - stopping
+
+    assert 0.5 <= took < 3.0  # the drain, and not the request's own timeout
+    assert gated.answered == [(answers.subscription_id, audio, 1)]
+    assert gated.cut_off == [(hangs.subscription_id, audio, 1)]
+    answered, next_in_line = await store.lane(*lanes[0])
+    assert answered.status is DeliveryStatus.DELIVERED
+    assert [a.outcome for a in answered.attempts] == ["delivered"]
+    # Nothing new was claimed after the stop began.
+    assert next_in_line.attempts == ()
+    assert next_in_line.lease_until == 0.0
+    interrupted, behind = await store.lane(*lanes[1])
+    assert interrupted.status is DeliveryStatus.PENDING
+    assert interrupted.lease_until == 0.0
+    assert interrupted.next_attempt_at <= time.time()
+    assert interrupted.attempts_used == 0  # the stop is not the receiver's fault
+    (cut,) = interrupted.attempts
+    assert (cut.response_code, cut.outcome) == (None, "retry")
+    assert "integration service stopped" in cut.error
+    assert behind.attempts == ()
+    assert set(await store.due(time.time())) == set(lanes)
+
+    # The next instance finds the work through the store at once.
+    sender = ScriptedSender()
+    restarted = Dispatcher(store, sender, FAST, lease_s=600.0, poll_interval_s=0.05)
+    async with running(restarted):
+        await until(lambda: restarted.sent == 3, timeout=5.0)
+    assert sorted((sid, n) for sid, _, n, _ in sender.sent) == sorted(
+        [
+            (answers.subscription_id, 2),
+            (hangs.subscription_id, 1),
+            (hangs.subscription_id, 2),
+        ]
+    )
+    resent = await store.get_delivery(hangs.subscription_id, audio, 1)
+    assert resent is not None
+    assert resent.status is DeliveryStatus.DELIVERED
+    assert [a.outcome for a in resent.attempts] == ["retry", "delivered"]
+    assert resent.attempts_used == 1
+
+
+async def test_failing_subscriptions_share_half_of_the_slots() -> None:
+    store, gated = InMemoryWebhookStore(), GatedSender()
+    hanging = [subscription(uuid4()) for _ in range(2)]
+    alive = subscription(uuid4())
+    for sub in (*hanging, alive):
+        await store.add_subscription(sub)
+    hanging_ids = {s.subscription_id for s in hanging}
+    gated.watched = hanging_ids
+    # 4 slots, 2 per subscription: without a share for failing subscriptions
+    # the two hanging endpoints would hold all 4.
+    dispatcher = Dispatcher(
+        store,
+        gated,
+        FAST,
+        concurrency=4,
+        per_subscription=2,
+        drain_s=0.1,
+        poll_interval_s=0.05,
+    )
+    async with running(dispatcher):
+        # Each hanging endpoint first answers 503 once: it is failing now.
+        first = uuid4()
+        for sub in hanging:
+            gated.answers[sub.subscription_id] = 503
+            gated.open(sub.subscription_id)
+            await store.add_deliveries([pending(sub, first, 1)])
+        dispatcher.notify((sid, first) for sid in hanging_ids)
+        await until(lambda: len(gated.answered) >= 2)
+        for sid in hanging_ids:
+            gated.gates[sid] = asyncio.Event()  # from now on it never answers
+        audios = [uuid4() for _ in range(5)]
+        for sub in hanging:
+            await store.add_deliveries([pending(sub, a, 1) for a in audios])
+        dispatcher.notify((sid, a) for sid in hanging_ids for a in audios)
+        await until(lambda: gated.total(hanging_ids) == 2)
+
+        gated.open(alive.subscription_id)
+        await store.add_deliveries([pending(alive, a, 1) for a in audios])
+        dispatcher.notify((alive.subscription_id, a) for a in audios)
+        await until(lambda: dispatcher.sent == len(audios), timeout=5.0)
+
+        assert gated.total(hanging_ids) == 2  # still hanging, in their share
+        assert gated.peak_watched == 2

@@ -8,7 +8,10 @@ id>"), so a re-send replays the lane in order.
 Lanes run as their own tasks. A lane whose endpoint fails sleeps until its
 next attempt without holding anything; at most `per_subscription` requests go
 to one subscription at once and `concurrency` in all, so a slow endpoint uses
-its own share and the other subscriptions go on.
+its own share and the other subscriptions go on. A subscription whose last
+request was not answered with a 2xx is *failing*: all failing subscriptions
+together get at most half of `concurrency`, so endpoints that hang until the
+timeout cannot take every slot from the ones that answer.
 
 The store is the truth; this process keeps only wake-up times. The consumer
 wakes the lanes it added deliveries to, and every `poll_interval_s` the
@@ -16,6 +19,13 @@ dispatcher asks the store for pending deliveries that are due, which finds
 the retries it scheduled, re-sends ordered through the API, and the work of
 an instance that stopped. Before each attempt it claims the delivery with a
 lease in the store, so two instances never send one delivery at once.
+
+When `run` is cancelled (the service stops) no lane starts and no delivery is
+claimed any more; requests in flight get `drain_s` to finish and be recorded.
+Those still unanswered then are cut off and handed back: the attempt is
+recorded as interrupted (not counted against the retry budget), the lease is
+cleared and the delivery is due at once, so another instance, or this one
+restarted, sends it again without waiting for the lease to run out.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from nova_platform.webhooks import (
     Subscription,
     WebhookStore,
 )
+from nova_platform.webhooks.model import MAX_RECORDED_ATTEMPTS
 
 from ..domain.retry import RetryPolicy, SendResult, Verdict
 from .ports import WebhookSender
@@ -48,6 +59,9 @@ Lane = tuple[UUID, UUID]
 
 STORE_RETRY_S = 2.0
 SUBSCRIPTION_TTL_S = 5.0
+HAND_BACK_S = 5.0
+"""How long stopping waits for the interrupted deliveries to be handed back."""
+INTERRUPTED = "interrupted: the integration service stopped before an answer came"
 
 
 class Dispatcher:
@@ -61,6 +75,7 @@ class Dispatcher:
         per_subscription: int = 4,
         lease_s: float = 60.0,
         poll_interval_s: float = 2.0,
+        drain_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_attempt: Callable[[Verdict, SendResult], None] | None = None,
@@ -69,10 +84,13 @@ class Dispatcher:
         self._sender = sender
         self._policy = policy
         self._slots = asyncio.Semaphore(concurrency)
+        self._failing_slots = asyncio.Semaphore(max(1, concurrency // 2))
+        self._failing: set[UUID] = set()
         self._per_subscription = per_subscription
         self._endpoint_slots: dict[UUID, asyncio.Semaphore] = {}
         self._lease_s = lease_s
         self._poll_interval_s = poll_interval_s
+        self._drain_s = drain_s
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._on_attempt = on_attempt
@@ -82,6 +100,8 @@ class Dispatcher:
         self._again: set[Lane] = set()
         self._changed = asyncio.Event()
         self._subscriptions: dict[UUID, tuple[float, Subscription | None]] = {}
+        self._sends: set[asyncio.Task[SendResult]] = set()
+        self._stopping = False
         self.sent = 0
 
     def notify(self, lanes: Iterable[Lane]) -> None:
@@ -91,7 +111,8 @@ class Dispatcher:
             self._schedule(lane, now)
 
     async def run(self) -> None:
-        """Dispatch until cancelled."""
+        """Dispatch until cancelled; then stop within about `drain_s` plus
+        `HAND_BACK_S` (see the module's docstring)."""
         next_poll = 0.0
         try:
             while True:
@@ -107,16 +128,45 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), max(wait, 0.0))
         finally:
-            tasks = list(self._running.values())
-            for task in tasks:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        lanes = set(self._running.values())
+        try:
+            if not lanes:
+                return
+            _, unfinished = await asyncio.wait(lanes, timeout=self._drain_s)
+            if not unfinished:
+                return
+            for send in self._sends:
+                send.cancel()  # `_attempt` hands its delivery back
+            _, stuck = await asyncio.wait(unfinished, timeout=HAND_BACK_S)
+            if stuck:
+                logger.warning(
+                    "%d webhook lanes did not stop in time; their leases run out",
+                    len(stuck),
+                )
+                for task in stuck:
+                    task.cancel()
+                await asyncio.gather(*stuck, return_exceptions=True)
+        except asyncio.CancelledError:
+            for task in lanes:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    @property
+    def stopping(self) -> bool:
+        """True once `run` was cancelled: nothing new is claimed."""
+        return self._stopping
 
     def idle(self) -> bool:
         """True when no lane is running or waiting (for tests)."""
         return not self._running and not self._queue
 
     def _schedule(self, lane: Lane, when: float) -> None:
+        if self._stopping:
+            return  # what is due stays due in the store
         if lane in self._running:
             self._again.add(lane)  # look again once the running pass ends
             return
@@ -169,7 +219,7 @@ class Dispatcher:
 
     async def _work(self, lane: Lane) -> float | None:
         """Send the lane's deliveries in order; when to look again, or None."""
-        while True:
+        while not self._stopping:
             deliveries = await self._store.lane(*lane)
             open_ = [
                 d
@@ -193,22 +243,47 @@ class Dispatcher:
                 return None
             if not await self._attempt(subscription, first):
                 return self._clock() + STORE_RETRY_S
+        return None
 
     async def _attempt(self, subscription: Subscription, delivery: Delivery) -> bool:
-        """Claim and send `delivery`; False when another instance has it."""
+        """Claim and send `delivery`; False when another instance has it, or
+        when the dispatcher is stopping."""
+        sid = subscription.subscription_id
         slots = self._endpoint_slots.setdefault(
-            subscription.subscription_id, asyncio.Semaphore(self._per_subscription)
+            sid, asyncio.Semaphore(self._per_subscription)
         )
         # Claimed only once a slot is free: a lane waiting for a slot leaves its
         # delivery to any other instance that has one.
-        async with slots, self._slots:
+        async with contextlib.AsyncExitStack() as held:
+            await held.enter_async_context(slots)
+            if sid in self._failing:
+                await held.enter_async_context(self._failing_slots)
+            await held.enter_async_context(self._slots)
+            if self._stopping:
+                return False
             started = self._clock()
             claimed = await self._store.claim(
                 delivery, now=started, lease_s=self._lease_s
             )
             if not claimed:
                 return False
-            result = await self._sender.send(subscription, delivery)
+            sending = asyncio.create_task(self._sender.send(subscription, delivery))
+            self._sends.add(sending)
+            try:
+                await asyncio.wait({sending})
+            except asyncio.CancelledError:
+                sending.cancel()
+                raise
+            finally:
+                self._sends.discard(sending)
+        if sending.cancelled():
+            await self._hand_back(delivery, started)
+            return True
+        result = sending.result()
+        if result.response_code is not None and 200 <= result.response_code < 300:
+            self._failing.discard(sid)
+        else:
+            self._failing.add(sid)
         used = delivery.attempts_used + 1
         decision = self._policy.decide(result, used, self._rng)
         attempt = Attempt(
@@ -250,6 +325,35 @@ class Dispatcher:
             },
         )
         return True
+
+    async def _hand_back(self, delivery: Delivery, started: float) -> None:
+        """Record the interrupted attempt and make the delivery due now, with
+        no lease (the receiver may have had the request: it deduplicates)."""
+        now = self._clock()
+        attempt = Attempt(
+            at=started,
+            latency_ms=round((now - started) * 1000, 1),
+            response_code=None,
+            outcome=Verdict.RETRY.value,
+            error=INTERRUPTED,
+        )
+        await self._store.save(
+            replace(
+                delivery,
+                attempts=(*delivery.attempts, attempt)[-MAX_RECORDED_ATTEMPTS:],
+                next_attempt_at=now,
+                lease_until=0.0,
+            )
+        )
+        logger.info(
+            "webhook attempt interrupted by the stop; handed back",
+            extra={
+                "subscription_id": str(delivery.subscription_id),
+                "audio_id": str(delivery.audio_id),
+                "event_id": str(delivery.event_id),
+                "sequence": delivery.sequence,
+            },
+        )
 
     async def _park_behind(self, parked: Delivery, rest: list[Delivery]) -> None:
         for delivery in rest:
