@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from uuid import uuid4
 
+import httpx
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -19,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from nova_integration.adapters.http_sender import HttpWebhookSender
 from nova_integration.domain.payload import encode_body
+from nova_integration.domain.retry import RetryPolicy, Verdict
 from nova_platform.webhooks import Delivery, Subscription
 from nova_platform.webhooks.targets import (
     TargetRefusedError,
@@ -29,6 +34,7 @@ from nova_platform.webhooks.targets import (
 from ..webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + "k" * 32
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
@@ -114,6 +120,74 @@ async def test_retry_after_is_read_from_the_answer(
     assert result.retry_after_s == 7.0
 
 
+async def test_retry_after_as_an_http_date_is_honoured(
+    receiver: WebhookReceiver, sender: HttpWebhookSender
+) -> None:
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=30)
+    url = receiver.endpoint(
+        "later",
+        SECRET,
+        fail_first=1,
+        fail_status=503,
+        retry_after=format_datetime(when, usegmt=True),  # RFC 9110 IMF-fixdate
+    )
+    result = await sender.send(subscription(url), delivery(subscription(url)))
+
+    assert result.response_code == 503
+    assert result.retry_after_s is not None
+    assert 25.0 <= result.retry_after_s <= 30.0
+    policy = RetryPolicy(base_delay_s=0.1, max_delay_s=600.0)
+    decision = policy.decide(result, 1, random.Random(1))
+    assert decision.verdict is Verdict.RETRY
+    assert decision.delay_s == pytest.approx(result.retry_after_s)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"soon",
+        b"1.5",
+        b"-3",
+        b"Wed, 21 Oct 2015 25:28:00 GMT",  # no such hour
+        b"\xb2",  # latin-1 superscript two: a digit to str.isdigit, not a number
+        b"",
+    ],
+)
+async def test_a_malformed_retry_after_leaves_the_backoff_to_decide(
+    header: bytes,
+) -> None:
+    def busy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            503, headers=[(b"Retry-After", header)], stream=httpx.ByteStream(b"busy")
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(busy)) as client:
+        mocked = HttpWebhookSender(client, allow_private=True, timeout_s=1.0)
+        url = "http://127.0.0.1:9/hook"
+        result = await mocked.send(subscription(url), delivery(subscription(url)))
+
+    assert result.response_code == 503
+    assert result.retry_after_s is None
+    policy = RetryPolicy(base_delay_s=1.0, max_delay_s=600.0)
+    delays = [policy.decide(result, 3, random.Random(n)).delay_s for n in range(20)]
+    assert all(2.0 <= d <= 4.0 for d in delays)  # the third step: 4 s, jittered
+
+
+async def test_a_retry_after_date_already_past_asks_for_no_wait(
+    receiver: WebhookReceiver, sender: HttpWebhookSender
+) -> None:
+    url = receiver.endpoint(
+        "past",
+        SECRET,
+        fail_first=1,
+        fail_status=429,
+        retry_after="Wed, 21 Oct 2015 07:28:00 GMT",
+    )
+    result = await sender.send(subscription(url), delivery(subscription(url)))
+    assert result.response_code == 429
+    assert result.retry_after_s == 0.0
+
+
 async def test_a_receiver_that_never_answers_times_out(
     receiver: WebhookReceiver, sender: HttpWebhookSender
 ) -> None:
@@ -125,46 +199,101 @@ async def test_a_receiver_that_never_answers_times_out(
     assert time.monotonic() - started < 2.0
 
 
-async def test_redirects_are_not_followed_and_bodies_are_capped(
-    sender: HttpWebhookSender,
-) -> None:
-    hits: list[str] = []
+class CountingTransport(httpx.AsyncBaseTransport):
+    """A real transport that counts the response bytes its caller pulled."""
 
-    async def redirect(request: web.Request) -> web.Response:
-        hits.append(request.path)
-        return web.Response(status=302, headers={"Location": "/elsewhere"})
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.bytes_read = 0
 
-    async def huge(request: web.Request) -> web.StreamResponse:
-        hits.append(request.path)
-        response = web.StreamResponse(status=500)
-        await response.prepare(request)
-        for _ in range(1000):  # 1 MB, of which the sender reads 4 KiB
-            await response.write(b"x" * 1024)
-        return response
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=CountedStream(response.stream, self),
+            extensions=response.extensions,
+        )
 
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class CountedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, counter: CountingTransport):
+        self._inner = inner
+        self._counter = counter
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._counter.bytes_read += len(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@contextlib.asynccontextmanager
+async def serving(**routes: Handler) -> AsyncIterator[str]:
+    """A loopback server with these POST routes; yields its base URL."""
     app = web.Application()
-    app.router.add_post("/redirect", redirect)
-    app.router.add_post("/elsewhere", redirect)
-    app.router.add_post("/huge", huge)
+    for path, handler in routes.items():
+        app.router.add_post(f"/{path}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        base = f"http://127.0.0.1:{port}"
-        moved = await sender.send(
-            subscription(base + "/redirect"), delivery(subscription(base))
-        )
-        assert moved.response_code == 302
-        failed = await sender.send(
-            subscription(base + "/huge"), delivery(subscription(base))
-        )
-        assert failed.response_code == 500
-        assert len(failed.error) <= 200
-        assert hits == ["/redirect", "/huge"]
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def test_redirects_are_not_followed(sender: HttpWebhookSender) -> None:
+    hits: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=302, headers={"Location": "/elsewhere"})
+
+    async with serving(redirect=redirect, elsewhere=redirect) as base:
+        sub = subscription(base + "/redirect")
+        moved = await sender.send(sub, delivery(sub))
+
+    assert moved.response_code == 302
+    assert hits == ["/redirect"]
+
+
+async def test_a_large_answer_is_read_only_up_to_the_cap() -> None:
+    offered = 1024 * 1024
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=500)
+        response.content_length = offered
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):  # the sender hangs up early
+            for _ in range(offered // 1024):
+                await response.write(b"x" * 1024)
+        return response
+
+    counting = CountingTransport()
+    async with (
+        httpx.AsyncClient(transport=counting, timeout=2.0) as client,
+        serving(huge=huge) as base,
+    ):
+        capped = HttpWebhookSender(
+            client, allow_private=True, timeout_s=2.0, max_response_bytes=4096
+        )
+        sub = subscription(base + "/huge")
+        failed = await capped.send(sub, delivery(sub))
+
+    assert failed.response_code == 500
+    assert failed.error == "x" * 200  # the excerpt kept for the attempt
+    # What the sender pulled off the connection: the cap and at most one more
+    # network read (64 KiB), not the megabyte on offer.
+    assert 4096 <= counting.bytes_read <= 4096 + 64 * 1024
 
 
 @pytest.mark.parametrize(

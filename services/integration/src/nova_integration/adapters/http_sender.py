@@ -134,7 +134,9 @@ class HttpWebhookSender:
             code,
             elapsed_ms(),
             error,
-            retry_after_s=_retry_after(response.headers.get("Retry-After")),
+            retry_after_s=_retry_after(
+                response.headers.get("Retry-After"), self._clock()
+            ),
         )
 
     async def _read_some(self, response: httpx.Response) -> bytes:
@@ -146,12 +148,14 @@ class HttpWebhookSender:
         return body[: self._max_response_bytes]
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (delta seconds or an HTTP date)."""
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a `Retry-After` header (delta seconds or an HTTP date,
+    RFC 9110 10.2.3); None when it is missing or malformed, so the backoff
+    alone decides."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to `isdigit`
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -159,4 +163,4 @@ def _retry_after(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - datetime.fromtimestamp(now, UTC)).total_seconds())
