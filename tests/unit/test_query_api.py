@@ -55,6 +55,8 @@ class FakeRepository:
         self.reads = 0
         self.after_read: list[Callable[[], None]] = []
         """Each runs once, after the next read took its item (a racing write)."""
+        self.error: Exception | None = None
+        """Raised by every read while set (a failing DynamoDB)."""
 
     def add(self, audio: AudioReadModel) -> AudioReadModel:
         self.items[audio.audio_id] = audio
@@ -62,6 +64,8 @@ class FakeRepository:
 
     async def get(self, audio_id: UUID) -> AudioReadModel | None:
         self.reads += 1
+        if self.error is not None:
+            raise self.error
         found = self.items.get(audio_id)
         if self.after_read:
             self.after_read.pop(0)()
@@ -636,6 +640,23 @@ def test_a_tampered_cursor_is_400_invalid_cursor(
         assert response.status_code == 400, bad
         assert problem_type(response) == "invalid-cursor"
         assert "next_cursor" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("route", "params"), [("/queries/audio", {}), ("/queries/search", {"q": "hi"})]
+)
+def test_a_cursor_longer_than_any_issued_is_400_invalid_cursor(
+    client: TestClient, route: str, params: dict[str, str]
+) -> None:
+    response = client.get(
+        route, params={**params, "cursor": "x" * 5000}, headers=auth()
+    )
+
+    assert response.status_code == 400
+    assert problem_type(response) == "invalid-cursor"
+    assert (
+        "5000 characters, more than any this API issues" in (response.json()["detail"])
+    )
 
 
 def test_another_users_cursor_is_400(client: TestClient, world: World) -> None:

@@ -8,7 +8,10 @@ real `grpc.aio` channel; the REST side of the same app is reached in process
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -456,6 +459,55 @@ async def test_a_request_larger_than_the_limit_is_refused(both: Both) -> None:
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+@pytest.mark.parametrize(
+    ("error", "code", "problem"),
+    [
+        (
+            RuntimeError("table arn:aws:dynamodb:eu-west-1:123:table/x is broken"),
+            grpc.StatusCode.INTERNAL,
+            "internal",
+        ),
+        (
+            ConnectionError("dynamodb.eu-west-1.amazonaws.com:443 refused"),
+            grpc.StatusCode.UNAVAILABLE,
+            "not-ready",
+        ),
+    ],
+    ids=["a-bug", "a-transient-outage"],
+)
+async def test_an_unexpected_error_is_logged_and_answered_without_its_text(
+    both: Both,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    code: grpc.StatusCode,
+    problem: str,
+) -> None:
+    both.world.repository.error = error
+
+    with caplog.at_level(logging.ERROR):
+        failure = await status_of(
+            both.stub.GetAudio(
+                query_pb2.GetAudioRequest(audio_id=str(uuid4())),
+                metadata=(*bearer(), ("x-correlation-id", "c-77")),
+            )
+        )
+
+    assert failure.code() == code
+    details = failure.details() or ""
+    assert str(error) not in details
+    assert "retry" in details
+    meta = trailers(failure)
+    assert (meta["nova-problem-type"], meta["x-correlation-id"]) == (problem, "c-77")
+    if code == grpc.StatusCode.INTERNAL:
+        assert "c-77" in details  # something to quote to support
+    else:
+        assert meta["retry-after"] == "1"
+    [logged] = [r for r in caplog.records if r.getMessage() == "query failed"]
+    assert (logged.correlation_id, logged.rpc) == ("c-77", "GetAudio")  # type: ignore[attr-defined]
+    assert logged.exc_info is not None
+    assert logged.exc_info[1] is error
+
+
 async def test_the_correlation_id_comes_back_in_the_trailers(both: Both) -> None:
     error = await status_of(
         both.stub.GetAudio(
@@ -476,6 +528,109 @@ async def test_health_is_serving_for_the_server_and_the_service(both: Both) -> N
     for service in ("", SERVICE_NAME):
         answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class Readiness:
+    """The read model's readiness check: raises while `down`, hangs while
+    `hung`."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.hung = False
+        self.checks = 0
+
+    async def __call__(self) -> None:
+        self.checks += 1
+        if self.hung:
+            await asyncio.Event().wait()
+        if self.down:
+            raise ConnectionError("DynamoDB is unreachable")
+
+
+@asynccontextmanager
+async def served(
+    readiness: Readiness, interval_s: float = 60.0
+) -> AsyncIterator[tuple[FastAPI, health_pb2_grpc.HealthStub]]:
+    world = World()
+    app = create_app(
+        QueryApiSettings(
+            jwt_secret=SECRET,
+            http_host="127.0.0.1",
+            grpc_port=0,
+            grpc_health_interval_s=interval_s,
+        ),
+        repository=world.repository,
+        grpc=True,
+        ready_check=readiness,
+    )
+    async with (
+        app.router.lifespan_context(app),
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel,
+    ):
+        yield app, health_pb2_grpc.HealthStub(channel)
+
+
+async def health_of(health: health_pb2_grpc.HealthStub) -> set[int]:
+    """The status of "" and of the service (one value when they agree)."""
+    return {
+        (await health.Check(health_pb2.HealthCheckRequest(service=s))).status
+        for s in ("", SERVICE_NAME)
+    }
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_health_follows_the_readiness_check_like_readyz() -> None:
+    readiness = Readiness()
+    async with served(readiness) as (app, health):
+        server = app.state.grpc_server
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as http:
+            serving = await health_of(health)
+            readiness.down = True
+            assert await server.check_health() is False
+            down = await health_of(health)
+            ready_while_down = (await http.get("/readyz")).status_code
+            readiness.down = False
+            assert await server.check_health() is True
+            back = await health_of(health)
+
+    assert (serving, down, back) == ({SERVING}, {NOT_SERVING}, {SERVING})
+    assert ready_while_down == 503
+
+
+async def test_health_is_not_serving_from_the_start_while_the_check_fails() -> None:
+    readiness = Readiness()
+    readiness.down = True
+    async with served(readiness) as (_, health):
+        assert await health_of(health) == {NOT_SERVING}
+
+
+async def test_a_check_that_hangs_longer_than_the_interval_means_not_serving() -> None:
+    readiness = Readiness()
+    async with served(readiness, interval_s=0.05) as (app, health):
+        readiness.hung = True
+        assert await app.state.grpc_server.check_health() is False
+        assert await health_of(health) == {NOT_SERVING}
+
+
+async def test_health_is_checked_again_periodically() -> None:
+    readiness = Readiness()
+    async with served(readiness, interval_s=0.02) as (_, health):
+        readiness.down = True
+        deadline = asyncio.get_running_loop().time() + 10
+        while await health_of(health) != {NOT_SERVING}:
+            assert asyncio.get_running_loop().time() < deadline, "never NOT_SERVING"
+            await asyncio.sleep(0.01)
+        readiness.down = False
+        while await health_of(health) != {SERVING}:
+            assert asyncio.get_running_loop().time() < deadline, "never SERVING again"
+            await asyncio.sleep(0.01)
+
+    assert readiness.checks >= 3
 
 
 async def test_reflection_lists_the_service_and_serves_its_file(both: Both) -> None:

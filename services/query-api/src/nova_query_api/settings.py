@@ -18,6 +18,12 @@ class QueryApiSettings(NovaSettings):
         le=65535,
         description="port of the gRPC service (on NOVA_HTTP_HOST); 0 picks a free one",
     )
+    grpc_health_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often gRPC health re-runs the readiness check (and how "
+        "long one may take)",
+    )
     cache_ttl_s: float = Field(
         default=60.0, gt=0, description="how long an item stays in the Redis cache"
     )

@@ -5,16 +5,18 @@ Like the REST routes, the servicer only translates: request messages into
 `QueryError`s into status codes (one table, `ERROR_STATUS`). The caller is the
 `authorization: Bearer <token>` metadata, verified by the same `TokenVerifier`.
 The standard health (`grpc.health.v1.Health`) and reflection services run
-beside it, without authentication. query-api's HTTP lifespan starts the server
+beside it, without authentication; health follows the same readiness check as
+REST `/readyz`. query-api's HTTP lifespan starts the server
 (`start_grpc_server`) once the handler's backends are open.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -30,6 +32,7 @@ from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 from pydantic import BaseModel
 
 from nova_platform.auth import AuthError, Principal, Scope, TokenVerifier
+from nova_platform.batches import is_transient
 from nova_platform.logging import correlation_id
 
 from ..application.queries import (
@@ -60,6 +63,7 @@ RETRY_AFTER_S = 1
 MAX_REQUEST_BYTES = 64 * 1024
 """Every request is a few ids, a cursor (at most 4 KiB) and a query (500
 characters): anything larger is refused before it is parsed."""
+HEALTH_INTERVAL_S = 5.0
 CORRELATION_KEY = "x-correlation-id"
 
 ERROR_STATUS: tuple[tuple[type[QueryError], grpc.StatusCode, str], ...] = (
@@ -72,9 +76,13 @@ ERROR_STATUS: tuple[tuple[type[QueryError], grpc.StatusCode, str], ...] = (
 )
 """How each query error answers over gRPC; `_status` adds its details.
 
-There is no FAILED_PRECONDITION: no query error means it (REST's 412 and 409
-belong to the command API). Missing or invalid tokens answer UNAUTHENTICATED
-and a token without `audio:read` PERMISSION_DENIED, before the handler runs.
+Not yet consistent is UNAVAILABLE, not FAILED_PRECONDITION: the client can
+retry the very same call. No query error is a FAILED_PRECONDITION (a state
+the client must fix before retrying): a cursor of another query or user is
+wrong whatever the state, so INVALID_ARGUMENT; REST's 412 and 409 belong to
+the command API. Missing or invalid tokens answer UNAUTHENTICATED and a token
+without `audio:read` PERMISSION_DENIED, before the handler runs. Any other
+error is INTERNAL, or UNAVAILABLE when it is transient (`_unexpected`).
 """
 
 Metadata = tuple[tuple[str, str], ...]
@@ -106,6 +114,23 @@ def _status(exc: QueryError) -> tuple[grpc.StatusCode, str, Metadata]:
         if exc.current is not None:
             trailers.append(("nova-current-version", str(exc.current)))
     return code, details, tuple(trailers)
+
+
+def _unexpected(exc: Exception, cid: str) -> tuple[grpc.StatusCode, str, Metadata]:
+    """Status code, details and trailing metadata of an error no query
+    raises on purpose: never its own text (it may name internals)."""
+    if is_transient(exc):
+        return (
+            grpc.StatusCode.UNAVAILABLE,
+            "a backend of the query API is unreachable right now; retry in a second",
+            (("nova-problem-type", "not-ready"), ("retry-after", str(RETRY_AFTER_S))),
+        )
+    return (
+        grpc.StatusCode.INTERNAL,
+        f"the query failed on the server; retry later, and quote correlation id "
+        f"{cid} if it keeps failing",
+        (("nova-problem-type", "internal"),),
+    )
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -168,7 +193,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             return _message(audio, query_pb2.Audio())
 
-        return await self._answer(context, call)
+        return await self._answer("GetAudio", context, call)
 
     async def ListAudio(  # noqa: N802 - the RPC's name
         self,
@@ -188,7 +213,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             return _message(page, query_pb2.ListAudioResponse())
 
-        return await self._answer(context, call)
+        return await self._answer("ListAudio", context, call)
 
     async def SearchTranscriptions(  # noqa: N802 - the RPC's name
         self,
@@ -224,7 +249,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             return _message(page, query_pb2.SearchTranscriptionsResponse())
 
-        return await self._answer(context, call)
+        return await self._answer("SearchTranscriptions", context, call)
 
     async def GetHistory(  # noqa: N802 - the RPC's name
         self,
@@ -237,10 +262,11 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             )
             return _message(history, query_pb2.GetHistoryResponse())
 
-        return await self._answer(context, call)
+        return await self._answer("GetHistory", context, call)
 
     async def _answer(
         self,
+        rpc: str,
         context: grpc.aio.ServicerContext[Any, Any],
         call: Callable[[Principal], Awaitable[T]],
     ) -> T:
@@ -253,9 +279,19 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 return await call(caller)
             except QueryError as exc:
                 code, details, trailers = _status(exc)
-                await context.abort(
-                    code, details, trailing_metadata=((CORRELATION_KEY, cid), *trailers)
+            except Exception as exc:
+                code, details, trailers = _unexpected(exc, cid)
+                logger.exception(
+                    "query failed",
+                    extra={
+                        "correlation_id": cid,
+                        "rpc": rpc,
+                        "grpc_status": code.name,
+                    },
                 )
+            await context.abort(
+                code, details, trailing_metadata=((CORRELATION_KEY, cid), *trailers)
+            )
         finally:
             correlation_id.reset(token)
 
@@ -288,16 +324,78 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return caller
 
 
-@dataclass(frozen=True)
-class GrpcServer:
-    """A started server: its bound port, and how to stop it gracefully."""
+ReadyCheck = Callable[[], Awaitable[object]]
+"""Raises when a backend the queries need is unreachable (REST `/readyz`)."""
 
-    server: grpc.aio.Server
-    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped package)
-    port: int
+
+class GrpcServer:
+    """A started server: its bound port, its health, and how to stop it.
+
+    With a `ready_check`, health reports NOT_SERVING (for "" and the service)
+    while the check fails, checked every `health_interval_s` (and bounded by
+    it); without one, SERVING while the server runs.
+    """
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health: Any,  # grpc_health.v1.health.aio.HealthServicer (untyped)
+        port: int,
+        ready_check: ReadyCheck | None = None,
+        health_interval_s: float = HEALTH_INTERVAL_S,
+    ) -> None:
+        self.server = server
+        self.health = health
+        self.port = port
+        self._ready_check = ready_check
+        self._interval_s = health_interval_s
+        self._serving: bool | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def check_health(self) -> bool:
+        """Run the readiness check once and report its outcome as the health
+        status; True when SERVING."""
+        serving, error = True, ""
+        if self._ready_check is not None:
+            try:
+                async with asyncio.timeout(self._interval_s):
+                    await self._ready_check()
+            except Exception as exc:  # noqa: BLE001 - any failure is "not ready"
+                serving, error = False, repr(exc)[:300]
+        if serving != self._serving:
+            if serving:
+                logger.info("gRPC health: SERVING")
+            else:
+                logger.warning(
+                    "gRPC health: NOT_SERVING, the read model is not reachable",
+                    extra={"error": error},
+                )
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+        return serving
+
+    def watch_health(self) -> None:
+        """Re-run `check_health` every `health_interval_s` until `stop`."""
+        if self._ready_check is not None and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.check_health()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Report NOT_SERVING, let running calls finish (up to `grace_s`), stop."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
 
@@ -307,13 +405,16 @@ async def start_grpc_server(
     verifier: TokenVerifier,
     host: str,
     port: int,
+    ready_check: ReadyCheck | None = None,
+    health_interval_s: float = HEALTH_INTERVAL_S,
 ) -> GrpcServer:
     """Serve QueryService, health and reflection on `host:port` (0: a free port).
 
-    Health reports SERVING for "" and the service once it is listening: the
-    caller starts it after the handler's backends are open. Raises RuntimeError
-    when the port cannot be bound (also when another process holds it: port
-    sharing is switched off, so two servers never split the calls).
+    Health for "" and the service follows `ready_check` (see `GrpcServer`),
+    checked once before this returns; without one it is SERVING once the
+    server listens. Raises RuntimeError when the port cannot be bound (also
+    when another process holds it: port sharing is switched off, so two
+    servers never split the calls).
     """
     server = grpc.aio.server(
         options=[
@@ -342,7 +443,8 @@ async def start_grpc_server(
             f"gRPC cannot listen on {address}; set NOVA_GRPC_PORT to a free port"
         )
     await server.start()
-    for service in ("", SERVICE_NAME):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    started = GrpcServer(server, health_servicer, bound, ready_check, health_interval_s)
+    await started.check_health()
+    started.watch_health()
     logger.info("gRPC listening", extra={"address": f"{host}:{bound}"})
-    return GrpcServer(server, health_servicer, bound)
+    return started

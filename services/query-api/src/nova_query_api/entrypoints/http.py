@@ -37,7 +37,7 @@ from nova_platform.serve import serve
 from ..adapters.dynamodb_read_model import DynamoDBReadModelRepository
 from ..adapters.opensearch_search import OpenSearchTranscripts
 from ..adapters.redis_cache import RedisAudioCache, RedisProgress
-from ..application.cursors import CursorCodec
+from ..application.cursors import MAX_CURSOR_CHARS, CursorCodec
 from ..application.queries import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -110,9 +110,14 @@ def create_app(
     sleep: Sleep | None = None,
     clock: Callable[[], float] | None = None,
     grpc: bool | None = None,
+    ready_check: Callable[[], Awaitable[object]] | None = None,
 ) -> FastAPI:
     """The query API; the optional adapters replace AWS, OpenSearch and Redis
     in unit tests (when `repository` is given, missing ones stay absent).
+
+    `ready_check` raises while the read model is unreachable: it answers
+    `/readyz` and the gRPC health (by default, DynamoDB's DescribeTable on
+    the active read-model table with the real adapters; none with fakes).
 
     `grpc`: also serve gRPC on `settings.grpc_port` while the app runs; by
     default only with the real adapters (tests with fakes ask for it). The
@@ -128,6 +133,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             repo, index, cached, events = repository, search_index, cache, history
             progressed = progress
+            app.state.ready_check = ready_check
             if repo is None:
                 ddb = await stack.enter_async_context(
                     session().client("dynamodb", **client_kwargs(settings))
@@ -151,10 +157,10 @@ def create_app(
                 )
                 progressed = progressed or RedisProgress(redis, settings)
 
-                async def ready_check() -> None:
+                async def describe_read_model() -> None:
                     await ddb.describe_table(TableName=await table.table_name())
 
-                app.state.ready_check = ready_check
+                app.state.ready_check = ready_check or describe_read_model
             extras: dict[str, Any] = {}
             if sleep is not None:
                 extras["sleep"] = sleep
@@ -176,8 +182,11 @@ def create_app(
                     verifier,
                     settings.http_host,
                     settings.grpc_port,
+                    ready_check=app.state.ready_check,
+                    health_interval_s=settings.grpc_health_interval_s,
                 )
                 stack.push_async_callback(server.stop)
+                app.state.grpc_server = server
                 app.state.grpc_port = server.port
             yield
 
@@ -206,11 +215,13 @@ def create_app(
         int,
         Query(ge=1, le=MAX_PAGE_SIZE, description="page size"),
     ]
+    # No `max_length`: the handler bounds cursors, so a long one answers
+    # `invalid-cursor` as over gRPC, not a schema error.
     Cursor = Annotated[  # noqa: N806 - a type alias
         str | None,
         Query(
-            max_length=4096,
-            description="`next_cursor` of the previous page of the same query",
+            description="`next_cursor` of the previous page of the same query "
+            f"(at most {MAX_CURSOR_CHARS} characters)",
         ),
     ]
 
