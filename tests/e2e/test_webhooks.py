@@ -11,7 +11,9 @@ out, once.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -170,7 +172,7 @@ async def test_webhooks_arrive_once_in_order_signed_and_parked_ones_can_be_resen
         dead, dead_secret = await subscribe(http, base, alice, dead_url)
         receiver.endpoints["dead"].secret = dead_secret
         other_url = receiver.endpoint("bobs", "")
-        _, bobs_secret = await subscribe(http, base, bob, other_url)
+        bobs, bobs_secret = await subscribe(http, base, bob, other_url)
         receiver.endpoints["bobs"].secret = bobs_secret
 
         alices = [await audio_history(http, base, alice)]
@@ -256,8 +258,13 @@ async def test_webhooks_arrive_once_in_order_signed_and_parked_ones_can_be_resen
                 "audio.processing.started",
                 "audio.deleted",
             ]
-    # A user's subscription only ever receives that user's events.
-    assert {p["audio_id"] for p in receiver.endpoints["bobs"].order} == {bobs_audio}
+    # A user's subscription only ever receives that user's events, signed
+    # with that subscription's own secret.
+    bobs_endpoint = receiver.endpoints["bobs"]
+    assert bobs_endpoint.bad_signatures == 0
+    assert bobs_endpoint.requests >= EVENTS_PER_AUDIO
+    assert {p["audio_id"] for p in bobs_endpoint.order} == {bobs_audio}
+    assert receiver.sequences("bobs", bobs_audio) == [1, 2, 3]
     # The 503s were retried and recorded: some delivery took more than one try.
     assert receiver.endpoints["flaky"].requests >= expected + 3
     assert any(len(d["attempts"]) > 1 for d in delivered)
@@ -268,6 +275,32 @@ async def test_webhooks_arrive_once_in_order_signed_and_parked_ones_can_be_resen
     for outcome in ("delivered", "parked"):
         assert f'nova_webhook_attempts_total{{outcome="{outcome}"}}' in metrics
     assert "nova_consumer_applied_events_total" in metrics
+
+    # SIGTERM (what Kubernetes sends) with a webhook request in flight: the
+    # service lets it end (here: its 1 s timeout), records it, and exits well
+    # inside the pod's 30 s grace period.
+    bobs_endpoint.hang = True
+    asked = bobs_endpoint.requests
+    async with httpx.AsyncClient(timeout=15) as http:
+        hanging_audio = await audio_history(http, base, bob)
+        await eventually(
+            lambda: _at_least(bobs_endpoint.requests, asked + 1),
+            timeout=30,
+            what="a request to bob's hanging endpoint",
+        )
+        stopping = time.monotonic()
+        restarted.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(restarted.process.wait, 30)
+        took = time.monotonic() - stopping
+        # uvicorn shuts down, then re-raises the signal as its exit status.
+        assert code == -signal.SIGTERM, restarted.log_tail(20)
+        assert "Application shutdown complete" in restarted.log_tail(5)
+        assert took < 15
+        waiting = await deliveries(http, base, bob, bobs, "pending")
+    (head,) = [
+        d for d in waiting if d["audio_id"] == hanging_audio and d["sequence"] == 1
+    ]
+    assert [a["response_code"] for a in head["attempts"]] == [None]
 
 
 async def _at_least(value: int, wanted: int) -> bool | None:
