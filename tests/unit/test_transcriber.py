@@ -32,6 +32,7 @@ from nova_platform.settings import NovaSettings
 from nova_transcriber.adapters.aws_transcribe import (
     AmazonTranscribeGateway,
     TranscribeBusyError,
+    job_name,
 )
 from nova_transcriber.adapters.command_api import (
     SCOPE,
@@ -82,6 +83,7 @@ class FakeEngine:
     def __init__(self, outcome: Transcript | Exception = TRANSCRIPT) -> None:
         self.outcome = outcome
         self.calls: list[tuple[str, str, bool]] = []
+        self.job_keys: list[str | None] = []
         self.progress: list[tuple[float, float, int]] = []
         self.pause_s = 0.0
 
@@ -91,8 +93,11 @@ class FakeEngine:
         language: str,
         enable_diarization: bool,
         on_progress: ProgressCallback | None = None,
+        *,
+        job_key: str | None = None,
     ) -> Transcript:
         self.calls.append((s3_key, language, enable_diarization))
+        self.job_keys.append(job_key)
         for seconds_done, duration_s, segments_done in self.progress:
             assert on_progress is not None
             on_progress(seconds_done, duration_s, segments_done)
@@ -155,6 +160,7 @@ async def test_success_posts_the_transcript_with_the_events_attempt() -> None:
     await service(engine, api).process(event)
 
     assert engine.calls == [(KEY, "en-US", False)]
+    assert engine.job_keys == [f"{event.audio_id}-3"]  # the same on a redelivery
     [request] = api.requests
     assert request.url.path == f"/commands/audio/{event.audio_id}/transcription-result"
     assert request.headers["authorization"] == "Bearer token"
@@ -405,28 +411,82 @@ class FakeBody:
         return self.raw
 
 
-class FakeTranscribe:
-    """Amazon Transcribe and S3 as far as the gateway uses them."""
+def client_error(code: str, status: int, operation: str) -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": f"{code} said so"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
 
-    def __init__(self, final: str = "COMPLETED", busy: bool = False) -> None:
+
+RESULT = {
+    "results": {
+        "transcripts": [{"transcript": "こんにちは 世界"}],
+        "items": [
+            {
+                "id": 0,
+                "type": "pronunciation",
+                "alternatives": [{"confidence": "0.9", "content": "x"}],
+            },
+            {
+                "id": 1,
+                "type": "pronunciation",
+                "alternatives": [{"confidence": "0.7", "content": "y"}],
+            },
+        ],
+        "audio_segments": [
+            {
+                "id": 0,
+                "transcript": "こんにちは 世界",
+                "start_time": "0.1",
+                "end_time": "1.9",
+                "items": [0, 1],
+            }
+        ],
+    }
+}
+
+
+class FakeTranscribe:
+    """Amazon Transcribe and S3 as far as the gateway uses them: jobs by name
+    (a second start of a name is a ConflictException), each COMPLETED on its
+    second poll, when its result JSON appears under its OutputKey."""
+
+    def __init__(self, final: str = "COMPLETED", result: bytes | None = None) -> None:
         self.final = final
-        self.busy = busy
+        self.result = json.dumps(RESULT).encode() if result is None else result
+        self.jobs: dict[str, dict[str, Any]] = {}
         self.started: dict[str, Any] = {}
+        self.starts = 0
         self.polls = 0
+        self.outputs: dict[str, bytes] = {}
         self.deleted: list[str] = []
+        self.deleted_jobs: list[str] = []
+        self.errors: dict[str, list[ClientError]] = {}
+        """Raised, first one first, by the operation named by the key."""
+
+    def _fail(self, operation: str) -> None:
+        if self.errors.get(operation):
+            raise self.errors[operation].pop(0)
 
     async def start_transcription_job(self, **kwargs: Any) -> dict[str, Any]:
-        if self.busy:
-            raise ClientError(
-                {"Error": {"Code": "LimitExceededException", "Message": "slow"}},
-                "StartTranscriptionJob",
-            )
+        self._fail("start_transcription_job")
+        name = kwargs["TranscriptionJobName"]
+        if name in self.jobs:
+            raise client_error("ConflictException", 400, "StartTranscriptionJob")
+        self.jobs[name] = {"request": kwargs, "polls": 0}
         self.started = kwargs
+        self.starts += 1
         return {}
 
     async def get_transcription_job(self, **kwargs: Any) -> dict[str, Any]:
+        self._fail("get_transcription_job")
+        job = self.jobs[kwargs["TranscriptionJobName"]]
         self.polls += 1
-        status = "IN_PROGRESS" if self.polls < 2 else self.final
+        job["polls"] += 1
+        status = "IN_PROGRESS" if job["polls"] < 2 else self.final
+        if status == "COMPLETED" and job["polls"] == 2:
+            self.outputs[job["request"]["OutputKey"]] = self.result
         return {
             "TranscriptionJob": {
                 "TranscriptionJobStatus": status,
@@ -435,37 +495,19 @@ class FakeTranscribe:
             }
         }
 
+    async def delete_transcription_job(self, **kwargs: Any) -> dict[str, Any]:
+        del self.jobs[kwargs["TranscriptionJobName"]]
+        self.deleted_jobs.append(kwargs["TranscriptionJobName"])
+        return {}
+
     async def get_object(self, **kwargs: Any) -> dict[str, Any]:
-        assert kwargs["Key"] == self.started["OutputKey"]
-        result = {
-            "results": {
-                "transcripts": [{"transcript": "こんにちは 世界"}],
-                "items": [
-                    {
-                        "id": 0,
-                        "type": "pronunciation",
-                        "alternatives": [{"confidence": "0.9", "content": "x"}],
-                    },
-                    {
-                        "id": 1,
-                        "type": "pronunciation",
-                        "alternatives": [{"confidence": "0.7", "content": "y"}],
-                    },
-                ],
-                "audio_segments": [
-                    {
-                        "id": 0,
-                        "transcript": "こんにちは 世界",
-                        "start_time": "0.1",
-                        "end_time": "1.9",
-                        "items": [0, 1],
-                    }
-                ],
-            }
-        }
-        return {"Body": FakeBody(json.dumps(result).encode())}
+        self._fail("get_object")
+        if kwargs["Key"] not in self.outputs:
+            raise client_error("NoSuchKey", 404, "GetObject")
+        return {"Body": FakeBody(self.outputs[kwargs["Key"]])}
 
     async def delete_object(self, **kwargs: Any) -> dict[str, Any]:
+        self.outputs.pop(kwargs["Key"], None)
         self.deleted.append(kwargs["Key"])
         return {}
 
@@ -478,7 +520,9 @@ def aws(fake: FakeTranscribe) -> AmazonTranscribeGateway:
 
 async def test_amazon_transcribe_job_is_started_polled_and_read() -> None:
     fake = FakeTranscribe()
-    transcript = await aws(fake).transcribe(KEY, "ja-JP", True)
+    transcript = await aws(fake).transcribe(KEY, "ja-JP", True, job_key="a-3")
+    assert fake.started["TranscriptionJobName"] == "nova-a-3"
+    assert fake.started["OutputKey"] == "transcripts/nova-a-3.json"
     assert fake.started["Media"] == {"MediaFileUri": f"s3://nova-audio/{KEY}"}
     assert fake.started["LanguageCode"] == "ja-JP"
     assert fake.started["Settings"]["ShowSpeakerLabels"] is True
@@ -490,6 +534,7 @@ async def test_amazon_transcribe_job_is_started_polled_and_read() -> None:
         TranscriptSegment(0.1, 1.9, "こんにちは 世界", 0.8, "ja-JP"),
     )
     assert fake.deleted == [fake.started["OutputKey"]]
+    assert fake.outputs == {}
 
 
 async def test_amazon_transcribe_auto_language_and_failures() -> None:
@@ -498,9 +543,163 @@ async def test_amazon_transcribe_auto_language_and_failures() -> None:
         await aws(fake).transcribe(KEY, "auto", False)
     assert fake.started["IdentifyLanguage"] is True
     assert "LanguageCode" not in fake.started
-    with pytest.raises(TranscribeBusyError) as busy:
-        await aws(FakeTranscribe(busy=True)).transcribe(KEY, "en-US", False)
-    assert is_transient(busy.value)
+    busy = FakeTranscribe()
+    busy.errors["start_transcription_job"] = [
+        client_error("LimitExceededException", 400, "StartTranscriptionJob")
+    ]
+    with pytest.raises(TranscribeBusyError) as raised:
+        await aws(busy).transcribe(KEY, "en-US", False)
+    assert is_transient(raised.value)
+
+
+def test_job_names_come_from_the_request_in_the_characters_aws_allows() -> None:
+    audio_id = uuid4()
+    assert job_name(f"{audio_id}-2") == f"nova-{audio_id}-2"
+    assert job_name("a b/c:d") == "nova-a-b-c-d"
+    assert len(job_name("x" * 500)) == 200
+    assert job_name(None) != job_name(None)
+
+
+async def test_a_request_picked_up_again_reuses_its_running_job() -> None:
+    fake = FakeTranscribe()
+    # The first pick started the job, then its transcriber was killed.
+    await fake.start_transcription_job(
+        TranscriptionJobName="nova-a-3", OutputKey="transcripts/nova-a-3.json"
+    )
+
+    transcript = await aws(fake).transcribe(KEY, "ja-JP", False, job_key="a-3")
+
+    assert fake.starts == 1  # no second AWS job
+    assert list(fake.jobs) == ["nova-a-3"]
+    assert transcript.text == "こんにちは 世界"
+
+
+async def test_a_reused_job_whose_result_was_already_taken_runs_again() -> None:
+    fake = FakeTranscribe()
+    # The first pick read (and deleted) the result, then died unrecorded.
+    await aws(fake).transcribe(KEY, "ja-JP", False, job_key="a-3")
+
+    transcript = await aws(fake).transcribe(KEY, "ja-JP", False, job_key="a-3")
+
+    assert fake.deleted_jobs == ["nova-a-3"]
+    assert fake.starts == 2
+    assert transcript.text == "こんにちは 世界"
+
+
+@pytest.mark.parametrize(
+    ("operation", "error", "reason", "retryable"),
+    [
+        (
+            "start_transcription_job",
+            client_error("BadRequestException", 400, "StartTranscriptionJob"),
+            "Amazon Transcribe refused the audio: BadRequestException said so",
+            False,
+        ),
+        (
+            "start_transcription_job",
+            client_error("AccessDeniedException", 403, "StartTranscriptionJob"),
+            "Amazon Transcribe refused the request (AccessDeniedException: "
+            "AccessDeniedException said so); the transcriber's AWS setup needs "
+            "fixing",
+            True,
+        ),
+        (
+            "get_transcription_job",
+            client_error("NotFoundException", 404, "GetTranscriptionJob"),
+            "Amazon Transcribe refused the request (NotFoundException",
+            True,
+        ),
+        (
+            "get_object",
+            client_error("AccessDenied", 403, "GetObject"),
+            "S3 (the transcript's output bucket) refused the request (AccessDenied",
+            True,
+        ),
+    ],
+    ids=["bad-request", "access-denied", "job-not-found", "output-access-denied"],
+)
+async def test_a_refusal_by_aws_ends_the_attempt_with_its_reason(
+    operation: str, error: ClientError, reason: str, retryable: bool
+) -> None:
+    fake = FakeTranscribe()
+    fake.errors[operation] = [error]
+    api = FakeCommandApi()
+
+    await service(aws(fake), api).process(started())
+
+    [body] = api.bodies
+    assert body["outcome"] == "failed"
+    assert body["reason"].startswith(reason)
+    assert body["retryable"] is retryable
+
+
+@pytest.mark.parametrize(
+    ("operation", "error"),
+    [
+        (
+            "start_transcription_job",
+            client_error("InternalFailureException", 500, "StartTranscriptionJob"),
+        ),
+        (
+            "get_transcription_job",
+            client_error("ThrottlingException", 400, "GetTranscriptionJob"),
+        ),
+        ("get_transcription_job", client_error("", 503, "GetTranscriptionJob")),
+        ("get_object", client_error("SlowDown", 503, "GetObject")),
+        ("get_object", client_error("InternalError", 500, "GetObject")),
+    ],
+    ids=["internal-failure", "throttled", "bare-503", "s3-slow-down", "s3-500"],
+)
+async def test_throttling_and_5xx_are_transient_and_submit_nothing(
+    operation: str, error: ClientError
+) -> None:
+    fake = FakeTranscribe()
+    fake.errors[operation] = [error]
+    api = FakeCommandApi()
+    transcriber, event = service(aws(fake), api), started()
+
+    with pytest.raises(TranscribeBusyError) as raised:
+        await transcriber.process(event)
+    assert is_transient(raised.value)
+    assert api.requests == []
+
+    await transcriber.process(event)  # the rewound batch, redelivered
+    assert fake.starts == 1  # the retry reused the job it had started, if any
+    assert [b["outcome"] for b in api.bodies] == ["completed"]
+
+
+@pytest.mark.parametrize(
+    ("result", "why"),
+    [
+        (b"{not json", "JSONDecodeError"),
+        (b"[1, 2]", "a JSON list, not an object"),
+        (json.dumps({"results": {"transcripts": "oops"}}).encode(), "AttributeError"),
+        (
+            json.dumps(
+                {
+                    "results": {
+                        "transcripts": [{"transcript": "hi"}],
+                        "audio_segments": [{"start_time": "soon"}],
+                    }
+                }
+            ).encode(),
+            "ValueError",
+        ),
+    ],
+    ids=["not-json", "not-an-object", "transcripts-not-a-list", "bad-time"],
+)
+async def test_a_result_document_that_cannot_be_read_fails_the_attempt(
+    result: bytes, why: str
+) -> None:
+    api = FakeCommandApi()
+
+    await service(aws(FakeTranscribe(result=result)), api).process(started())
+
+    [body] = api.bodies
+    assert body["outcome"] == "failed"
+    assert "returned a result this service cannot read" in body["reason"]
+    assert why in body["reason"]
+    assert body["retryable"] is True
 
 
 # --- progress ------------------------------------------------------------------
@@ -657,6 +856,90 @@ async def test_whisper_reports_progress_after_each_segment(tmp_path: Path) -> No
     assert [h[:3] for h in heard] == [(0.0, 1.0, 0), (0.4, 1.0, 1), (0.9, 1.0, 2)]
     assert {h[3] for h in heard} == model.threads  # from the worker thread
     assert threading.get_ident() not in model.threads
+
+
+class CrashingModel:
+    """faster-whisper's model dying inside its segment generator."""
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> Any:
+        def segments() -> Any:
+            yield SimpleNamespace(start=0.0, end=0.4, text="hello", avg_logprob=-0.1)
+            raise RuntimeError("CTranslate2: std::bad_alloc in beam search")
+
+        return segments(), SimpleNamespace(language="en")
+
+
+async def test_a_model_crash_mid_transcription_ends_in_a_failed_result(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audio.wav"
+    path.write_bytes(wav(b"\x00\x01" * 16_000))
+    api = FakeCommandApi()
+    engine = WhisperGateway(CrashingModel(), LocalFiles(path), max_duration_s=60)
+
+    await service(engine, api).process(started())
+
+    [body] = api.bodies
+    assert body["outcome"] == "failed"
+    assert body["reason"] == (
+        "the speech recogniser failed (RuntimeError: CTranslate2: std::bad_alloc "
+        "in beam search)"
+    )
+    assert body["retryable"] is False
+
+
+class StreamingBody:
+    """aiobotocore's response body: an async context with chunked reads."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    async def __aenter__(self) -> StreamingBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.raw), size):
+            yield self.raw[start : start + size]
+
+
+class FlakyS3:
+    """S3 answering 500 first, then the object."""
+
+    def __init__(self, raw: bytes, failures: int = 1) -> None:
+        self.raw = raw
+        self.failures = failures
+        self.gets = 0
+
+    async def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        self.gets += 1
+        if self.gets <= self.failures:
+            raise client_error("InternalError", 500, "GetObject")
+        return {"Body": StreamingBody(self.raw)}
+
+
+async def test_a_transient_s3_error_while_downloading_is_retried_not_failed() -> None:
+    s3 = FlakyS3(wav(b"\x00\x01" * 16_000))
+    source = S3AudioSource(s3, "nova-audio")  # type: ignore[arg-type]
+    api = FakeCommandApi()
+    engine = WhisperGateway(SegmentModel(), source, max_duration_s=60)
+    transcriber, event = service(engine, api), started()
+
+    with pytest.raises(ClientError) as raised:
+        await transcriber.process(event)
+    # Transient: the consume loop rewinds the batch instead of parking it,
+    # and nothing was submitted, so the audio is not failed.
+    assert is_transient(raised.value)
+    assert api.requests == []
+
+    await transcriber.process(event)  # the redelivery
+
+    assert s3.gets == 2
+    [body] = api.bodies
+    assert body["outcome"] == "completed"
+    assert body["text"] == "hello world"
 
 
 async def test_whisper_ignores_a_failing_progress_callback(tmp_path: Path) -> None:

@@ -148,7 +148,10 @@ class WhisperGateway:
         language: str,
         enable_diarization: bool,
         on_progress: ProgressCallback | None = None,
+        *,
+        job_key: str | None = None,
     ) -> Transcript:
+        """`job_key` is unused: the recognition runs here, not as a job."""
         try:
             whisper_language = to_whisper(language)
         except ValueError as exc:

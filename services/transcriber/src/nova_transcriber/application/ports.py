@@ -61,11 +61,16 @@ class IAudioTranscriptionGateway(Protocol):
         language: str,
         enable_diarization: bool,
         on_progress: ProgressCallback | None = None,
+        *,
+        job_key: str | None = None,
     ) -> Transcript:
         """Recognise the speech in the object `s3_key` of the audio bucket.
 
         `language` is a seed code (`ja-JP`, `en-US`, ...) or `auto` to detect it.
         An engine that knows how far it is calls `on_progress` as it goes.
+        `job_key` is the same for every delivery of one request (audio id and
+        attempt): an engine that runs remote jobs names its job after it, so a
+        request picked up again reuses that job instead of starting another.
         """
         ...
 

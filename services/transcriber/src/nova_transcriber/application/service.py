@@ -134,9 +134,10 @@ class TranscriptionService:
         self, event: AudioProcessingStarted, s3_key: str
     ) -> Transcript:
         """The engine's transcript, with its progress flushed meanwhile."""
+        job_key = f"{event.audio_id}-{event.attempt}"
         if self._progress is None:
             return await self._engine.transcribe(
-                s3_key, event.language, event.enable_diarization
+                s3_key, event.language, event.enable_diarization, job_key=job_key
             )
         reporter = ProgressReporter(self._progress, event.audio_id, event.attempt)
         flusher = asyncio.create_task(reporter.run())
@@ -146,6 +147,7 @@ class TranscriptionService:
                 event.language,
                 event.enable_diarization,
                 on_progress=reporter.report,
+                job_key=job_key,
             )
         finally:
             flusher.cancel()
