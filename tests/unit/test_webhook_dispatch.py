@@ -360,7 +360,6 @@ async def test_deliveries_of_a_deleted_subscription_are_cancelled() -> None:
     async with running(dispatcher):
         dispatcher.notify([(sub.subscription_id, audio)])
         await until(lambda: dispatcher.idle(), timeout=2.0)
-        await asyncio.sleep(0.1)
 
     (delivery,) = await store.lane(sub.subscription_id, audio)
     assert delivery.status is DeliveryStatus.CANCELLED
