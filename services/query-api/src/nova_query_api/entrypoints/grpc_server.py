@@ -281,14 +281,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 code, details, trailers = _status(exc)
             except Exception as exc:
                 code, details, trailers = _unexpected(exc, cid)
-                logger.exception(
-                    "query failed",
-                    extra={
-                        "correlation_id": cid,
-                        "rpc": rpc,
-                        "grpc_status": code.name,
-                    },
-                )
+                fields = {"correlation_id": cid, "rpc": rpc, "grpc_status": code.name}
+                if code == grpc.StatusCode.UNAVAILABLE:  # an outage: no traceback
+                    logger.warning(
+                        "query failed", extra={**fields, "error": repr(exc)[:500]}
+                    )
+                else:
+                    logger.exception("query failed", extra=fields)
             await context.abort(
                 code, details, trailing_metadata=((CORRELATION_KEY, cid), *trailers)
             )
