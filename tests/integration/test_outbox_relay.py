@@ -6,10 +6,11 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
@@ -18,9 +19,10 @@ from nova_command_api.adapters.dynamodb_streams import DynamoDBLease, DynamoDBSt
 from nova_command_api.adapters.kafka_publisher import TransactionalKafkaPublisher
 from nova_command_api.adapters.prometheus_metrics import PrometheusRelayMetrics
 from nova_command_api.application.relay import OutboxRelay
+from nova_command_api.entrypoints import relay as relay_entrypoint
 from nova_command_api.entrypoints.relay import republish
 from nova_command_api.settings import CommandApiSettings
-from nova_events import AUDIO_FILE, AudioProcessingStarted, loads
+from nova_events import AUDIO_FILE, AudioProcessingStarted, EventEnvelope, loads
 from nova_platform.aws import client_kwargs, session
 from nova_platform.kafka import make_producer
 from nova_platform.settings import NovaSettings
@@ -227,3 +229,95 @@ async def test_republish_sends_one_audio_again(settings: NovaSettings) -> None:
     ours = [loads(r.value) for r in records if loads(r.value).aggregate_id == audio_id]
     assert count == 2
     assert [e.version for e in ours] == [1, 2, 1, 2]
+
+
+class Clock:
+    """A writer's clock, set by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def read_to_end(settings: NovaSettings) -> list[EventEnvelope]:
+    """Every committed event on the events topic up to its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [
+            TopicPartition(settings.events_topic, p)
+            for p in consumer.partitions_for_topic(settings.events_topic) or ()
+        ]
+        assert tps, f"topic {settings.events_topic} is missing"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        events: list[EventEnvelope] = []
+        async with asyncio.timeout(30):
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                batches = await consumer.getmany(*tps, timeout_ms=200)
+                events.extend(
+                    loads(r.value)
+                    for records in batches.values()
+                    for r in records
+                    if r.value is not None
+                )
+        return events
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize("remembered", [10_000, 0], ids=["cached", "no-cache"])
+async def test_republish_sends_a_time_range_in_version_order_per_audio(
+    settings: NovaSettings, remembered: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without its memory of sent audios it must still send each audio once.
+    monkeypatch.setattr(relay_entrypoint, "REMEMBERED_AUDIOS", remembered)
+    # An hour of its own, years before the other tests' events.
+    since = datetime(2001, 1, 1, tzinfo=UTC) + timedelta(hours=uuid4().int % 90_000)
+    clock = Clock()
+    whole, tail, skewed = uuid4(), uuid4(), uuid4()
+
+    async def write(audio_id: UUID, minutes: list[int]) -> None:
+        for version, minute in enumerate(minutes):
+            clock.now = since + timedelta(minutes=minute)
+            event = (
+                created(audio_id)
+                if version == 0
+                else AudioProcessingStarted(audio_id=audio_id)
+            )
+            await store.append_events(AUDIO_FILE, audio_id, [event], version, META)
+
+    async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+        store = DynamoDBEventStore(ddb, settings.event_store_table, clock=clock)
+        await write(whole, [0, 10, 20, 30])  # v4 is at --until, excluded
+        await write(tail, [-10, 5, 15])  # v1 is before --since
+        await write(skewed, [12, 11, 13])  # v2's writer clock ran late
+    until = since + timedelta(minutes=30)
+
+    count = await republish(
+        CommandApiSettings(**settings.model_dump()),
+        None,
+        since.astimezone(timezone(timedelta(hours=9))),  # 13:00 in Tokyo
+        until.replace(tzinfo=None),  # naive: UTC
+        page_size=2,  # several pages of the index per event type
+    )
+
+    ours = [
+        e
+        for e in await read_to_end(settings)
+        if e.aggregate_id in {whole, tail, skewed}
+    ]
+    versions: dict[UUID, list[int]] = defaultdict(list)
+    for event in ours:
+        versions[event.aggregate_id].append(event.version)
+    assert count == 8
+    assert dict(versions) == {whole: [1, 2, 3], tail: [2, 3], skewed: [1, 2, 3]}

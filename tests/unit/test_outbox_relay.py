@@ -17,6 +17,8 @@ from nova_command_api.application.relay import (
     Shard,
     read_order,
 )
+from nova_command_api.entrypoints.relay import main as relay_main
+from nova_command_api.entrypoints.relay import utc_time
 from nova_events import EventEnvelope, EventMetadata
 
 
@@ -326,3 +328,48 @@ async def test_only_the_latest_publications_are_remembered() -> None:
     # The first was forgotten, so it goes again: at least once, as before.
     assert broker.committed == [*events, events[0]]
     assert relay.duplicates == 3
+
+
+# the republish command's arguments
+
+
+def test_republish_refuses_an_until_without_a_since(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        relay_main(["republish", "--aggregate", str(uuid4()), "--until", "2025-01-06"])
+
+    assert exited.value.code == 2
+    assert "--until only bounds --since" in capsys.readouterr().err
+
+
+def test_republish_refuses_a_time_that_is_not_iso_8601(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        relay_main(["republish", "--since", "yesterday"])
+
+    assert "'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_command_line_times_are_utc_and_naive_means_utc() -> None:
+    assert utc_time("2025-01-06T18:00:00+09:00") == datetime(2025, 1, 6, 9, tzinfo=UTC)
+    assert utc_time("2025-01-06T09:00") == datetime(2025, 1, 6, 9, tzinfo=UTC)
+    assert utc_time("2025-01-06T09:00:00Z") == datetime(2025, 1, 6, 9, tzinfo=UTC)
+
+
+def test_republish_refuses_a_range_that_ends_before_it_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        relay_main(
+            [
+                "republish",
+                "--since",
+                "2025-01-06T18:00:00+09:00",
+                "--until",
+                "2025-01-06T09:00",
+            ]
+        )
+
+    assert "is not before --until" in capsys.readouterr().err

@@ -181,6 +181,47 @@ class DynamoDBEventStore:
                 break
         return found
 
+    async def iter_events_by_type(
+        self,
+        event_type: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[EventEnvelope]:
+        """Every event of `event_type` with `since <= occurred_at < until`
+        (either bound may be open), oldest first.
+
+        Reads `gsi1` lazily, one page (`page_size` items, else 1 MB) at a time,
+        so a range of any length is held one page at a time. The index is
+        eventually consistent: an event committed a moment ago may be missing.
+        """
+        values: dict[str, Any] = {":t": {"S": event_type}}
+        # gsi1sk holds UTC ISO strings, compared as strings.
+        start = as_utc(since).isoformat() if since is not None else None
+        end = as_utc(until).isoformat() if until is not None else None
+        if start is not None and end is not None:
+            condition = "gsi1pk = :t AND gsi1sk BETWEEN :from AND :until"
+            values.update({":from": {"S": start}, ":until": {"S": end}})
+        elif start is not None:
+            condition = "gsi1pk = :t AND gsi1sk >= :from"
+            values[":from"] = {"S": start}
+        elif end is not None:
+            condition = "gsi1pk = :t AND gsi1sk < :until"
+            values[":until"] = {"S": end}
+        else:
+            condition = "gsi1pk = :t"
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if self._page_size:
+            query["Limit"] = self._page_size
+        async for item in self._paginate(query):
+            if item["gsi1sk"]["S"] == end:
+                continue  # BETWEEN includes `until`; the range does not
+            yield from_item(item)
+
     async def _paginate(self, query: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         while True:
             page = await self._client.query(**query)
