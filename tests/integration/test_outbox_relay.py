@@ -24,7 +24,7 @@ from nova_command_api.entrypoints.relay import republish
 from nova_command_api.settings import CommandApiSettings
 from nova_events import AUDIO_FILE, AudioProcessingStarted, EventEnvelope, loads
 from nova_platform.aws import client_kwargs, session
-from nova_platform.kafka import make_producer
+from nova_platform.kafka import kafka_client_options, make_producer
 from nova_platform.settings import NovaSettings
 
 from ..contracts.event_store import META, created
@@ -49,7 +49,7 @@ async def open_relay(
             lambda: make_producer(
                 settings, transactional_id=settings.relay_transactional_id
             ),
-            settings.kafka_bootstrap_servers,
+            kafka_client_options(settings),
             settings.events_topic,
             settings.relay_checkpoint_topic,
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,12 +26,12 @@ class TransactionalKafkaPublisher:
     def __init__(
         self,
         make_producer: Callable[[], AIOKafkaProducer],
-        bootstrap_servers: str,
+        client_options: Mapping[str, Any],
         events_topic: str,
         checkpoint_topic: str,
     ) -> None:
         self._make_producer = make_producer
-        self._bootstrap = bootstrap_servers
+        self._client_options = dict(client_options)
         self._events_topic = events_topic
         self._checkpoint_topic = checkpoint_topic
         self._producer: AIOKafkaProducer | None = None
@@ -83,7 +84,7 @@ class TransactionalKafkaPublisher:
 
     async def load_checkpoints(self) -> dict[str, Checkpoint]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **self._client_options,
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",

@@ -34,6 +34,7 @@ from nova_events import AUDIO_FILE, EventEnvelope
 from nova_events.registry import REGISTRY
 from nova_platform.aws import client_kwargs, session
 from nova_platform.kafka import (
+    kafka_client_options,
     make_producer,
     message_headers,
     message_key,
@@ -69,7 +70,7 @@ def create_app(settings: CommandApiSettings) -> FastAPI:
                 lambda: make_producer(
                     settings, transactional_id=settings.relay_transactional_id
                 ),
-                settings.kafka_bootstrap_servers,
+                kafka_client_options(settings),
                 settings.events_topic,
                 settings.relay_checkpoint_topic,
             )
