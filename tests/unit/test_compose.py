@@ -2,13 +2,12 @@
 
 No Docker engine is needed: the file is parsed and compared with the console
 scripts in each package's pyproject.toml, the fields of `NovaSettings`, the
-Dockerfile's build args and the processes `make run` starts
-(`deploy/local/processes.py`).
+service Dockerfiles it builds (`tests/dockerfiles.py` reads them) and the
+processes `make run` starts (`deploy/local/processes.py`).
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -22,15 +21,16 @@ import yaml  # type: ignore[import-untyped]
 from nova_platform.auth.dev_token import DEV_SECRET
 from nova_platform.settings import NovaSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..dockerfiles import ROOT, Dockerfile, parse
+
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import SERVICES  # noqa: E402
+from processes import SERVICES
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
 INIT = "init"
 API_SERVICES = ("command-api", "query-api")
-LIBS = ("events", "platform")
+# The processes that run another package's image (with their own `command`).
+IMAGE_OF = {INIT: "command-api", "relay": "command-api"}
 # The NovaSettings fields that locate a backend; each must reach every process.
 BACKEND_FIELDS = (
     "kafka_bootstrap_servers",
@@ -107,6 +107,19 @@ def build_args(service: Service) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
+def build_paths(service: Service) -> tuple[Path, Path]:
+    """The build's context directory and its Dockerfile, resolved."""
+    build = service["build"]
+    if isinstance(build, str):
+        build = {"context": build}
+    context = (COMPOSE_FILE.parent / str(build.get("context", "."))).resolve()
+    return context, (context / str(build.get("dockerfile", "Dockerfile"))).resolve()
+
+
+def image_of(service: Service) -> Dockerfile:
+    return parse(build_paths(service)[1])
+
+
 def command_of(service: Service) -> str:
     """The console script the container runs: `command`, else the image's CMD."""
     command = service.get("command")
@@ -114,8 +127,7 @@ def command_of(service: Service) -> str:
         return str(command[0])
     if isinstance(command, str) and command.strip():
         return command.split()[0]
-    args = build_args(service)
-    return args.get("COMMAND") or f"nova-{args.get('SERVICE', '')}"
+    return image_of(service).final.all("CMD")[-1].exec_form()[0]
 
 
 def scripts_of(package_dir: Path) -> set[str]:
@@ -141,7 +153,7 @@ def services() -> dict[str, Service]:
 
 @pytest.fixture(scope="module")
 def nova(services: dict[str, Service]) -> dict[str, Service]:
-    """The services built from the Dockerfile: Nova's processes and `init`."""
+    """The services built from a Dockerfile: Nova's processes and `init`."""
     return {name: spec for name, spec in services.items() if "build" in spec}
 
 
@@ -159,26 +171,26 @@ def test_every_command_is_a_script_installed_in_its_image(
 ) -> None:
     expected = {s.name: s.command for s in SERVICES} | {INIT: "nova-init"}
     for name, service in nova.items():
-        package = build_args(service).get("SERVICE", "")
-        package_dir = ROOT / "services" / package
-        assert package, f"{name}: no SERVICE build arg"
-        assert package_dir.is_dir(), f"{name}: no services/{package}"
-        # The image installs both libs and services/<SERVICE>, nothing else.
-        installed = scripts_of(package_dir).union(
-            *(scripts_of(ROOT / "libs" / lib) for lib in LIBS)
-        )
+        # The scripts of exactly the packages the image builds and installs.
+        packages = image_of(service).built_packages()
+        assert packages, f"{name}: its Dockerfile installs no package"
+        installed = set().union(*(scripts_of(p) for p in packages))
         command = command_of(service)
         assert command in installed, f"{name}: {command} is not in {sorted(installed)}"
         assert command == expected[name], name
 
 
-def test_build_args_are_declared_in_the_dockerfile(nova: dict[str, Service]) -> None:
-    declared = set(re.findall(r"^ARG\s+(\w+)", DOCKERFILE.read_text(), re.MULTILINE))
+def test_every_build_is_its_service_s_dockerfile_from_the_repository_root(
+    nova: dict[str, Service],
+) -> None:
     for name, service in nova.items():
-        build = service["build"]
-        context = build.get("context", ".") if isinstance(build, dict) else build
-        assert (COMPOSE_FILE.parent / context / "Dockerfile").resolve() == DOCKERFILE
-        undeclared = set(build_args(service)) - declared
+        context, dockerfile = build_paths(service)
+        package_dir = ROOT / "services" / IMAGE_OF.get(name, name)
+        assert context == ROOT, f"{name}: the Dockerfiles COPY from the root"
+        assert dockerfile == package_dir / "Dockerfile", f"{name}: {dockerfile}"
+        assert dockerfile.is_file(), f"{name}: no {dockerfile.relative_to(ROOT)}"
+        assert package_dir in image_of(service).built_packages(), name
+        undeclared = set(build_args(service)) - image_of(service).declared_args()
         assert not undeclared, f"{name}: the Dockerfile has no ARG {undeclared}"
 
 
@@ -187,11 +199,11 @@ def test_ports_match_each_process_port_setting(nova: dict[str, Service]) -> None
         service = nova[process.name]
         port = str(process.default_port)
         assert env_of(service).get(process.port_env) == port, process.name
-        # The image's HEALTHCHECK asks /healthz on HEALTH_PORT.
-        health = env_of(service).get("HEALTH_PORT") or build_args(service).get(
-            "HEALTH_PORT"
-        )
-        assert health == port, f"{process.name}: HEALTH_PORT={health}"
+        # The image's HEALTHCHECK asks /healthz on HEALTH_PORT, else on
+        # NOVA_HTTP_PORT (test_dockerfiles.py runs it); compose's env wins.
+        env = image_of(service).final.env() | env_of(service)
+        health = env.get("HEALTH_PORT") or env.get("NOVA_HTTP_PORT")
+        assert health == port, f"{process.name}: the health check asks {health}"
         targets = {parse_port(p).target for p in service.get("ports", [])}
         targets |= {int(str(p).partition("/")[0]) for p in service.get("expose", [])}
         assert targets == {process.default_port}, process.name
@@ -265,8 +277,11 @@ def test_every_dependency_exists_and_can_be_met(services: dict[str, Service]) ->
             assert condition in CONDITIONS, f"{name} -> {target}: {condition}"
             if condition == "service_healthy":
                 check = services[target].get("healthcheck") or {}
-                # Built services have the Dockerfile's HEALTHCHECK.
-                has_check = bool(check.get("test")) or "build" in services[target]
+                # Built services have their Dockerfile's HEALTHCHECK.
+                has_check = bool(check.get("test")) or (
+                    "build" in services[target]
+                    and bool(image_of(services[target]).final.all("HEALTHCHECK"))
+                )
                 assert has_check, f"{name} -> {target}: no healthcheck"
                 assert not check.get("disable"), f"{name} -> {target}: disabled"
 
