@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -23,12 +23,14 @@ from nova_command_api.application.ports import (
     ConcurrencyError,
     EventStoreUnavailableError,
 )
+from nova_command_api.domain.audio_file import AudioFile
 from nova_command_api.entrypoints.http import create_app
 from nova_command_api.settings import CommandApiSettings
 from nova_events import AUDIO_FILE, AudioCreated, EventMetadata
 from nova_platform.auth.dev_token import issue
 
 from ..audio_samples import sine_wav
+from ..contracts.idempotency import FakeClock
 
 SECRET = "unit-test-secret-of-at-least-32-bytes"
 USER = UUID("11111111-1111-4111-8111-111111111111")
@@ -39,10 +41,31 @@ class World:
     def __init__(self) -> None:
         self.store = InMemoryEventStore()
         self.storage = InMemoryAudioStorage()
-        self.idempotency = InMemoryIdempotencyStore()
+        self.clock = FakeClock()
+        self.idempotency = InMemoryIdempotencyStore(self.clock)
 
-    def app_settings(self) -> CommandApiSettings:
-        return CommandApiSettings(jwt_secret=SECRET, max_upload_bytes=200_000)
+    def app_settings(self, **overrides: Any) -> CommandApiSettings:
+        return CommandApiSettings(
+            jwt_secret=SECRET, max_upload_bytes=200_000, **overrides
+        )
+
+    def seed(self, history: list[Callable[[AudioFile], None]]) -> None:
+        asyncio.run(self.seed_async(history))
+
+    async def seed_async(self, history: list[Callable[[AudioFile], None]]) -> None:
+        """Audio `SEEDED` of `USER`, with its file, after the steps of `history`."""
+        audio = AudioFile.create(USER, SEEDED_KEY, audio_id=SEEDED, language="en-US")
+        for step in history:
+            step(audio)
+        meta = EventMetadata(correlation_id="seed", command_id="seed")
+        events = audio.get_uncommitted_events()
+        await self.store.append_events(AUDIO_FILE, SEEDED, events, 0, meta)
+        if audio.status.value != "deleted":
+            await self.storage.put(SEEDED_KEY, io.BytesIO(WAV), len(WAV), "audio/wav")
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every stored event and object, to compare before and after."""
+        return dict(self.store._streams), dict(self.storage.objects)
 
     async def events(self, audio_id: str) -> list[str]:
         stored = await self.store.get_events(AUDIO_FILE, UUID(audio_id))
@@ -303,7 +326,17 @@ EXPIRED = jwt.encode(
             "/commands/audio",
             {
                 "json": {"s3_key": f"audio/{USER}/a.wav"},
-                "headers": {"Authorization": "Bearer expired.token.x"},
+                "headers": {"Authorization": f"Bearer {EXPIRED}"},
+            },
+            401,
+            "unauthorized",
+        ),
+        (
+            "post",
+            "/commands/audio",
+            {
+                "json": {"s3_key": f"audio/{USER}/a.wav"},
+                "headers": {"Authorization": "Bearer not.a.token"},
             },
             401,
             "unauthorized",
@@ -463,8 +496,165 @@ def test_bad_requests_get_a_problem_and_change_nothing(
     problem = response.json()
     assert problem["type"].endswith("/" + kind)
     assert problem["detail"]
+    if EXPIRED in options["headers"].get("Authorization", ""):
+        assert "expired" in problem["detail"], problem
     assert world.store._streams == {}
     assert world.storage.objects == {}
+
+
+SEEDED = UUID("33333333-3333-4333-8333-333333333333")
+SEEDED_KEY = f"audio/{USER}/{SEEDED}.wav"
+
+
+def _started(audio: AudioFile) -> None:
+    audio.start_processing("en-US")
+
+
+def _failed(audio: AudioFile) -> None:
+    audio.fail_processing("engine crashed", retryable=True)
+
+
+def _transcribed(audio: AudioFile) -> None:
+    audio.complete_transcription("hello", 0.9, "en-US")
+    audio.complete_processing()
+
+
+def _deleted(audio: AudioFile) -> None:
+    audio.delete()
+
+
+def result_body(outcome: str = "completed", attempt: int = 1) -> dict[str, Any]:
+    if outcome == "failed":
+        return {"outcome": "failed", "attempt": attempt, "reason": "x", "retryable": 1}
+    return {
+        "outcome": "completed",
+        "attempt": attempt,
+        "text": "late",
+        "confidence": 0.5,
+        "language": "en-US",
+    }
+
+
+TRANSCRIBER = auth("service:transcriber", uuid4())
+RESULT = f"/commands/audio/{SEEDED}/transcription-result"
+TRANSCRIBE = f"/commands/audio/{SEEDED}/transcribe"
+
+
+@pytest.mark.parametrize(
+    ("history", "method", "path", "kwargs", "status", "kind"),
+    [
+        ([_started], "post", TRANSCRIBE, {}, 409, "invalid-state"),
+        ([_deleted], "post", TRANSCRIBE, {}, 409, "invalid-state"),
+        ([_started, _deleted], "post", TRANSCRIBE, {}, 409, "invalid-state"),
+        (
+            [_started, _deleted],
+            "post",
+            RESULT,
+            {"json": result_body(), "headers": TRANSCRIBER},
+            409,
+            "invalid-state",
+        ),
+        (
+            [_deleted],
+            "post",
+            RESULT,
+            {"json": result_body("failed"), "headers": TRANSCRIBER},
+            409,
+            "stale-attempt",
+        ),
+        (
+            [_started, _failed, _started],
+            "post",
+            RESULT,
+            {"json": result_body(attempt=1), "headers": TRANSCRIBER},
+            409,
+            "stale-attempt",
+        ),
+        (
+            [_started],
+            "post",
+            RESULT,
+            {"json": result_body("failed", attempt=2), "headers": TRANSCRIBER},
+            409,
+            "stale-attempt",
+        ),
+        (
+            [_started, _transcribed],
+            "post",
+            RESULT,
+            {"json": result_body(), "headers": TRANSCRIBER},
+            409,
+            "invalid-state",
+        ),
+        (
+            [_started, _failed],
+            "post",
+            RESULT,
+            {"json": result_body("failed"), "headers": TRANSCRIBER},
+            409,
+            "invalid-state",
+        ),
+        (
+            [],
+            "post",
+            TRANSCRIBE,
+            {"headers": {"If-Match": '"2"'}},
+            412,
+            "version-mismatch",
+        ),
+        (
+            [_started],
+            "delete",
+            f"/commands/audio/{SEEDED}",
+            {"headers": {"If-Match": '"1"'}},
+            412,
+            "version-mismatch",
+        ),
+        (
+            [],
+            "post",
+            "/commands/audio",
+            {"json": {"s3_key": SEEDED_KEY}},
+            409,
+            "already-registered",
+        ),
+    ],
+    ids=[
+        "transcribe-while-processing",
+        "transcribe-after-delete",
+        "transcribe-after-delete-while-processing",
+        "result-after-delete",
+        "failure-after-delete-before-any-attempt",
+        "result-of-an-earlier-attempt",
+        "failure-of-a-later-attempt",
+        "result-after-completion",
+        "failure-after-failure",
+        "transcribe-pinned-to-a-later-version",
+        "delete-pinned-to-an-older-version",
+        "register-an-uploaded-file",
+    ],
+)
+def test_forbidden_transitions_get_a_problem_and_change_nothing(
+    client: TestClient,
+    world: World,
+    history: list[Callable[[AudioFile], None]],
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    kind: str,
+) -> None:
+    world.seed(history)
+    before = world.snapshot()
+    options = dict(kwargs)
+    options["headers"] = {**auth(), **options.get("headers", {})}
+
+    response = client.request(method.upper(), path, **options)
+
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/" + kind)
+    assert world.snapshot() == before
 
 
 def test_forbidden_transition_and_foreign_audio(
@@ -606,3 +796,235 @@ def test_a_busy_event_store_is_a_503_to_retry_and_not_replayed(world: World) -> 
     assert len(world.store._streams) == 1
     # The first attempt's object was removed again; only the retry's is left.
     assert len(world.storage.objects) == 1
+
+
+class RacingEventStore(InMemoryEventStore):
+    """Holds each reader of a stream until all parties of `barrier` have read it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.barrier: asyncio.Barrier | None = None
+
+    async def get_events(self, *args: Any, **kwargs: Any) -> Any:
+        events = await super().get_events(*args, **kwargs)
+        if self.barrier is not None:
+            await asyncio.wait_for(self.barrier.wait(), timeout=5)
+        return events
+
+
+async def test_concurrent_commands_pinned_to_one_version_append_once(
+    world: World,
+) -> None:
+    world.store = RacingEventStore()
+    await world.seed_async([])
+    app = create_app(
+        world.app_settings(), world.store, world.storage, world.idempotency
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+    ):
+        # Both read version 1 before either appends: a real race to commit.
+        world.store.barrier = asyncio.Barrier(2)
+        responses = await asyncio.gather(
+            *(
+                http.post(TRANSCRIBE, headers={**auth(), "If-Match": '"1"'})
+                for _ in range(2)
+            )
+        )
+        world.store.barrier = None
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [202, 409], [r.text for r in responses]
+    won, lost = sorted(responses, key=lambda r: r.status_code)
+    assert won.json()["version"] == 2
+    assert lost.json()["type"].endswith("/concurrent-write")
+    assert lost.json()["current_version"] == 2
+    assert await world.events(str(SEEDED)) == ["AudioCreated", "AudioProcessingStarted"]
+
+
+class ProcessDied(Exception):  # noqa: N818 - stands for a killed process
+    """Raised where a test makes the process die; what follows does not run."""
+
+
+class DiesOnce:
+    """Wraps a coroutine method so that its first call raises `ProcessDied`.
+
+    `before`: die before the wrapped call has any effect; else right after it.
+    """
+
+    def __init__(self, target: Any, method: str, *, before: bool) -> None:
+        self._call = getattr(target, method)
+        self._before = before
+        self.died = False
+        setattr(target, method, self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.died:
+            return await self._call(*args, **kwargs)
+        self.died = True
+        if self._before:
+            raise ProcessDied
+        await self._call(*args, **kwargs)
+        raise ProcessDied
+
+
+LEASE_RUN_OUT = 61.0
+
+
+def test_a_retry_after_a_crash_between_commit_and_answer_appends_nothing(
+    world: World,
+) -> None:
+    world.seed([])
+    settings = world.app_settings(idempotency_wait_s=0.2)
+    app = create_app(settings, world.store, world.storage, world.idempotency)
+    key = {**auth(), "Idempotency-Key": "k-crash"}
+    DiesOnce(world.idempotency, "complete", before=True)
+
+    with TestClient(app) as client:
+        with pytest.raises(ProcessDied):
+            client.post(TRANSCRIBE, headers=key)
+        early = client.post(TRANSCRIBE, headers=key)
+        world.clock.advance(LEASE_RUN_OUT)
+        retried = client.post(TRANSCRIBE, headers=key)
+        replayed = client.post(TRANSCRIBE, headers=key)
+
+    # While the dead claim's lease runs, a retry is told to come back.
+    assert early.status_code == 409
+    assert early.json()["type"].endswith("/idempotency-key-in-use")
+    assert early.headers["retry-after"]
+    # Then the retry takes the claim over and finds the commit already there.
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["version"] == 2
+    assert replayed.json() == retried.json()
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert asyncio.run(world.events(str(SEEDED))) == [
+        "AudioCreated",
+        "AudioProcessingStarted",
+    ]
+
+
+def test_a_retry_after_a_crash_before_the_commit_runs_the_command(
+    world: World,
+) -> None:
+    world.seed([])
+    app = create_app(
+        world.app_settings(), world.store, world.storage, world.idempotency
+    )
+    key = {**auth(), "Idempotency-Key": "k-early-crash"}
+    DiesOnce(world.store, "append_events", before=True)
+    # Dead processes release nothing.
+    DiesOnce(world.idempotency, "release", before=True)
+
+    with TestClient(app) as client:
+        with pytest.raises(ProcessDied):
+            client.post(TRANSCRIBE, headers=key)
+        world.clock.advance(LEASE_RUN_OUT)
+        retried = client.post(TRANSCRIBE, headers=key)
+
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["version"] == 2
+    events = asyncio.run(world.store.get_events(AUDIO_FILE, SEEDED))
+    assert [e.event_type for e in events] == ["AudioCreated", "AudioProcessingStarted"]
+    assert events[-1].metadata.command_id not in (None, "k-early-crash")
+
+
+def test_an_upload_retried_after_a_crash_keeps_one_audio_and_one_file(
+    world: World,
+) -> None:
+    app = create_app(
+        world.app_settings(), world.store, world.storage, world.idempotency
+    )
+    DiesOnce(world.idempotency, "complete", before=True)
+
+    with TestClient(app) as client:
+        with pytest.raises(ProcessDied):
+            upload(client, **{"Idempotency-Key": "k-upload"})
+        world.clock.advance(LEASE_RUN_OUT)
+        retried = upload(client, **{"Idempotency-Key": "k-upload"})
+
+    assert retried.status_code == 201, retried.text
+    [stream] = world.store._streams.values()
+    assert [e.event_type for e in stream] == ["AudioCreated"]
+    assert str(stream[0].aggregate_id) == retried.json()["audio_id"]
+    assert list(world.storage.objects) == [stream[0].data["s3_key"]]
+
+
+def test_an_upload_retried_after_its_audio_was_erased_stores_nothing_again(
+    world: World,
+) -> None:
+    app = create_app(
+        world.app_settings(), world.store, world.storage, world.idempotency
+    )
+    DiesOnce(world.idempotency, "complete", before=True)
+
+    with TestClient(app) as client:
+        with pytest.raises(ProcessDied):
+            upload(client, **{"Idempotency-Key": "k-erased"})
+        [audio_id] = [str(e[0].aggregate_id) for e in world.store._streams.values()]
+        client.delete(f"/commands/audio/{audio_id}", headers=auth())
+        world.clock.advance(LEASE_RUN_OUT)
+        retried = upload(client, **{"Idempotency-Key": "k-erased"})
+
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["audio_id"] == audio_id
+    assert asyncio.run(world.events(audio_id)) == ["AudioCreated", "AudioDeleted"]
+    assert world.storage.objects == {}
+
+
+def test_registering_a_key_twice_is_refused(client: TestClient, world: World) -> None:
+    key = f"audio/{USER}/mine.wav"
+    asyncio.run(world.storage.put(key, io.BytesIO(WAV), len(WAV), "audio/wav"))
+
+    first = client.post("/commands/audio", json={"s3_key": key}, headers=auth())
+    second = client.post(
+        "/commands/audio", json={"s3_key": key, "title": "again"}, headers=auth()
+    )
+
+    assert first.status_code == 201, first.text
+    assert second.status_code == 409, second.text
+    problem = second.json()
+    assert problem["type"].endswith("/already-registered")
+    assert problem["audio_id"] == first.json()["audio_id"]
+    assert len(world.store._streams) == 1
+
+
+def test_an_erased_audios_key_cannot_be_registered_again(
+    client: TestClient, world: World
+) -> None:
+    key = f"audio/{USER}/gone.wav"
+    asyncio.run(world.storage.put(key, io.BytesIO(WAV), len(WAV), "audio/wav"))
+    audio_id = client.post(
+        "/commands/audio", json={"s3_key": key}, headers=auth()
+    ).json()["audio_id"]
+    client.delete(f"/commands/audio/{audio_id}", headers=auth())
+    asyncio.run(world.storage.put(key, io.BytesIO(WAV), len(WAV), "audio/wav"))
+
+    again = client.post("/commands/audio", json={"s3_key": key}, headers=auth())
+
+    assert again.status_code == 409
+    assert again.json()["type"].endswith("/already-registered")
+    assert "erased" in again.json()["detail"]
+
+
+def test_a_registration_retried_after_a_crash_answers_like_the_first(
+    world: World,
+) -> None:
+    key = f"audio/{USER}/crash.wav"
+    asyncio.run(world.storage.put(key, io.BytesIO(WAV), len(WAV), "audio/wav"))
+    app = create_app(
+        world.app_settings(), world.store, world.storage, world.idempotency
+    )
+    DiesOnce(world.idempotency, "complete", before=True)
+    headers = {**auth(), "Idempotency-Key": "k-register"}
+
+    with TestClient(app) as client:
+        with pytest.raises(ProcessDied):
+            client.post("/commands/audio", json={"s3_key": key}, headers=headers)
+        world.clock.advance(LEASE_RUN_OUT)
+        retried = client.post("/commands/audio", json={"s3_key": key}, headers=headers)
+
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["version"] == 1
+    assert len(world.store._streams) == 1

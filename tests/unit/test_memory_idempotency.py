@@ -4,10 +4,10 @@ import pytest
 
 from nova_command_api.adapters.memory_idempotency import InMemoryIdempotencyStore
 
-from ..contracts.idempotency import IdempotencyStoreContract
+from ..contracts.idempotency import FakeClock, IdempotencyStoreContract
 
 
 class TestInMemoryIdempotencyStore(IdempotencyStoreContract):
     @pytest.fixture
-    def keys(self) -> InMemoryIdempotencyStore:
-        return InMemoryIdempotencyStore()
+    def keys(self, clock: FakeClock) -> InMemoryIdempotencyStore:
+        return InMemoryIdempotencyStore(clock)

@@ -38,3 +38,22 @@ class StaleAttemptError(Exception):
             f"this result is for attempt {attempt}, but attempt {current} is the "
             "current one; drop the result"
         )
+
+
+class AudioAlreadyRegisteredError(Exception):
+    """Raised when an object is registered that is some audio's file already.
+
+    `deleted` is True when that audio was erased: its key cannot be reused.
+    """
+
+    def __init__(self, s3_key: str, audio_id: UUID, *, deleted: bool) -> None:
+        self.s3_key = s3_key
+        self.audio_id = audio_id
+        self.deleted = deleted
+        if deleted:
+            advice = "it was erased; upload the file again under a new key"
+        else:
+            advice = f"use audio {audio_id}, or register another object"
+        super().__init__(
+            f"{s3_key!r} is registered as audio {audio_id} already; {advice}"
+        )

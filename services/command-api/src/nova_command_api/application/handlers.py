@@ -4,18 +4,23 @@ Each handler rebuilds `AudioFile` from its stream, lets the aggregate decide,
 and appends the new events conditionally on the version it read. When another
 writer got there first and the client did not pin a version with `If-Match`,
 the decision is simply made again on the fresh state.
+
+Every event carries its command's `command_id`. A command whose events are in
+the stream already (a retry that took over from a run that died after its
+commit) answers with what that commit did instead of deciding again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
-from nova_events import AUDIO_FILE, EventMetadata, decode_payload
+from nova_events import AUDIO_FILE, EventEnvelope, EventMetadata, decode_payload
 
 from ..domain.audio_file import AudioFile, ProcessingStatus
 from .commands import (
@@ -27,7 +32,12 @@ from .commands import (
     TranscribeAudio,
     UploadAudio,
 )
-from .errors import AudioNotFoundError, StaleAttemptError, VersionMismatchError
+from .errors import (
+    AudioAlreadyRegisteredError,
+    AudioNotFoundError,
+    StaleAttemptError,
+    VersionMismatchError,
+)
 from .ports import ConcurrencyError, EventStore
 from .storage import AudioInfo, AudioObjectMissingError, AudioStorage
 
@@ -37,6 +47,14 @@ DEFAULT_LANGUAGE = "ja-JP"
 MAX_DECISION_ATTEMPTS = 3
 
 _EXTENSIONS = {"wav": "wav", "mp3": "mp3", "ogg": "ogg", "flac": "flac", "m4a": "m4a"}
+# An upload's audio id follows from its command id, so every run of one request
+# writes the same stream and the same object.
+_UPLOADED_IDS = UUID("67e5447a-2600-4d85-a267-079ac896a75e")
+# A registered object's audio id follows from its key: registering a key twice
+# claims the same stream's first version, which the event store refuses.
+_REGISTERED_IDS = UUID("d52231ea-d7c8-4b24-a555-1f5510201a48")
+# Where `upload_audio` stores a file: `audio/<user id>/<audio id>.<extension>`.
+_UPLOADED_KEY = re.compile(r"^audio/[^/]+/(?P<audio_id>[0-9a-f-]{36})\.[a-z0-9]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +83,18 @@ class AudioCommandHandler:
         self._probe = probe
 
     async def upload_audio(
-        self, command: UploadAudio, metadata: EventMetadata
+        self, command: UploadAudio, metadata: EventMetadata, *, resumed: bool = False
     ) -> CommandResult:
+        """Store the file and append `AudioCreated`.
+
+        `resumed`: an earlier run of this command may have committed; look
+        first, so a file erased since is not stored again.
+        """
         # Parsing headers of a large file blocks: keep it off the event loop.
         info = await asyncio.to_thread(self._probe, command.file)
-        audio_id = uuid4()
+        audio_id = uuid5(_UPLOADED_IDS, metadata.command_id or str(uuid4()))
+        if resumed and (done := await self._committed(audio_id, metadata)):
+            return done
         extension = _EXTENSIONS.get(info.format, "bin")
         key = f"{user_prefix(command.actor.user_id)}{audio_id}.{extension}"
         await self._storage.put(key, command.file, command.size, info.content_type)
@@ -86,6 +111,13 @@ class AudioCommandHandler:
         )
         try:
             return await self._commit(audio, metadata)
+        except ConcurrencyError:
+            # A run of this same command that was thought dead got there first:
+            # the object is its object now.
+            if done := await self._committed(audio_id, metadata):
+                return done
+            await self._storage.delete(key)
+            raise
         except BaseException:
             await self._storage.delete(key)
             raise
@@ -93,22 +125,49 @@ class AudioCommandHandler:
     async def register_audio(
         self, command: RegisterAudio, metadata: EventMetadata
     ) -> CommandResult:
+        """Append `AudioCreated` for an object in the store, once per key."""
+        await self._refuse_uploaded_key(command.s3_key)
         stored = await self._storage.head(command.s3_key)
         if stored is None:
             raise AudioObjectMissingError(
                 f"there is no object at {command.s3_key!r}; upload the file first "
                 "(or send it as multipart `file` to this route)"
             )
+        audio_id = uuid5(_REGISTERED_IDS, command.s3_key)
         audio = AudioFile.create(
             command.actor.user_id,
             command.s3_key,
             dict(command.metadata),
+            audio_id=audio_id,
             title=command.title,
             content_type=stored.content_type,
             size_bytes=stored.size,
             language=command.language,
         )
-        return await self._commit(audio, metadata)
+        try:
+            return await self._commit(audio, metadata)
+        except ConcurrencyError as exc:
+            events = await self._store.get_events(AUDIO_FILE, audio_id)
+            if done := _result_of(events, metadata.command_id):
+                return done
+            raise AudioAlreadyRegisteredError(
+                command.s3_key, audio_id, deleted=_status(events) == "deleted"
+            ) from exc
+
+    async def _refuse_uploaded_key(self, s3_key: str) -> None:
+        """Refuse the key of an uploaded file: that audio exists already."""
+        match = _UPLOADED_KEY.match(s3_key)
+        try:
+            audio_id = UUID(match["audio_id"]) if match else None
+        except ValueError:
+            audio_id = None
+        if audio_id is None:
+            return
+        events = await self._store.get_events(AUDIO_FILE, audio_id)
+        if events and events[0].data.get("s3_key") == s3_key:
+            raise AudioAlreadyRegisteredError(
+                s3_key, audio_id, deleted=_status(events) == "deleted"
+            )
 
     async def transcribe_audio(
         self, command: TranscribeAudio, metadata: EventMetadata
@@ -173,7 +232,9 @@ class AudioCommandHandler:
         metadata: EventMetadata,
     ) -> CommandResult:
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
-            audio = await self._load(actor, audio_id)
+            audio, events = await self._load_events(actor, audio_id)
+            if done := _result_of(events, metadata.command_id):
+                return done
             if expected_version is not None and expected_version != audio.version:
                 raise VersionMismatchError(expected_version, audio.version)
             decide(audio)
@@ -189,13 +250,26 @@ class AudioCommandHandler:
         raise AssertionError("unreachable")
 
     async def _load(self, actor: Actor, audio_id: UUID) -> AudioFile:
+        audio, _ = await self._load_events(actor, audio_id)
+        return audio
+
+    async def _load_events(
+        self, actor: Actor, audio_id: UUID
+    ) -> tuple[AudioFile, list[EventEnvelope]]:
         events = await self._store.get_events(AUDIO_FILE, audio_id)
         if not events:
             raise AudioNotFoundError(audio_id)
-        audio = AudioFile.reconstitute([(e.version, decode_payload(e)) for e in events])
+        audio = _rebuild(events)
         if audio.user_id != actor.user_id and not actor.is_admin:
             raise AudioNotFoundError(audio_id)
-        return audio
+        return audio, events
+
+    async def _committed(
+        self, audio_id: UUID, metadata: EventMetadata
+    ) -> CommandResult | None:
+        """What this command committed to `audio_id` before, if it did."""
+        events = await self._store.get_events(AUDIO_FILE, audio_id)
+        return _result_of(events, metadata.command_id)
 
     @staticmethod
     def _require_attempt(audio: AudioFile, attempt: int) -> None:
@@ -220,3 +294,28 @@ class AudioCommandHandler:
             },
         )
         return CommandResult(audio.audio_id, audio.version, audio.status.value)
+
+
+def _rebuild(events: list[EventEnvelope]) -> AudioFile:
+    return AudioFile.reconstitute([(e.version, decode_payload(e)) for e in events])
+
+
+def _status(events: list[EventEnvelope]) -> str:
+    return _rebuild(events).status.value if events else ""
+
+
+def _result_of(
+    events: list[EventEnvelope], command_id: str | None
+) -> CommandResult | None:
+    """The result of the commit `command_id` made to this stream, if any."""
+    if command_id is None:
+        return None
+    mine = [e.version for e in events if e.metadata.command_id == command_id]
+    if not mine:
+        return None
+    audio = _rebuild([e for e in events if e.version <= max(mine)])
+    logger.info(
+        "command committed before; answering with its result",
+        extra={"audio_id": str(audio.audio_id), "version": audio.version},
+    )
+    return CommandResult(audio.audio_id, audio.version, audio.status.value)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Annotated, Any, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
@@ -62,7 +62,7 @@ from ..application.ports import EventStore
 from ..application.storage import AudioStorage
 from ..application.webhooks import WebhookSubscriptions
 from ..settings import CommandApiSettings
-from .idempotency import IdempotentRunner, fingerprint
+from .idempotency import CommandRun, IdempotentRunner, fingerprint
 from .problems import install_command_problems
 from .webhooks import webhook_router
 
@@ -337,8 +337,8 @@ def create_app(
     def actor(principal: Principal, *, service: bool = False) -> Actor:
         return Actor(principal.user_id, is_admin=principal.is_admin or service)
 
-    def event_metadata(principal: Principal, key: str | None) -> EventMetadata:
-        command_id = key or str(uuid4())
+    def event_metadata(principal: Principal, run: CommandRun) -> EventMetadata:
+        command_id = run.command_id
         return EventMetadata(
             correlation_id=correlation_id.get() or command_id,
             causation_id=command_id,
@@ -352,10 +352,12 @@ def create_app(
         principal: Principal,
         key: str | None,
         request_fingerprint: str,
-        command: Callable[[], Awaitable[Response]],
+        command: Callable[[CommandRun], Awaitable[Response]],
     ) -> Response:
         runner: IdempotentRunner = request.app.state.idempotency
-        return await runner.run(principal.user_id, key, request_fingerprint, command)
+        return await runner.run_command(
+            principal.user_id, key, request_fingerprint, command
+        )
 
     def handler(request: Request) -> AudioCommandHandler:
         result: AudioCommandHandler = request.app.state.handler
@@ -451,9 +453,9 @@ def create_app(
             "upload", details.model_dump_json(), file_digest(upload_file)
         )
 
-        async def run() -> Response:
+        async def run(run: CommandRun) -> Response:
             result = await handler(request).upload_audio(
-                command, event_metadata(principal, key)
+                command, event_metadata(principal, run), resumed=run.resumed
             )
             return accepted(result, 201, location=True)
 
@@ -480,9 +482,9 @@ def create_app(
             language=body.language,
         )
 
-        async def run() -> Response:
+        async def run(run: CommandRun) -> Response:
             result = await handler(request).register_audio(
-                command, event_metadata(principal, key)
+                command, event_metadata(principal, run)
             )
             return accepted(result, 201, location=True)
 
@@ -511,9 +513,9 @@ def create_app(
             parse_if_match(if_match),
         )
 
-        async def run() -> Response:
+        async def run(run: CommandRun) -> Response:
             result = await handler(request).transcribe_audio(
-                command, event_metadata(principal, key)
+                command, event_metadata(principal, run)
             )
             return accepted(result, 202)
 
@@ -553,9 +555,9 @@ def create_app(
                 result.retryable,
             )
 
-        async def run() -> Response:
+        async def run(run: CommandRun) -> Response:
             commands = handler(request)
-            metadata = event_metadata(principal, key)
+            metadata = event_metadata(principal, run)
             if isinstance(command, RecordTranscription):
                 done = await commands.record_transcription(command, metadata)
             else:
@@ -580,9 +582,9 @@ def create_app(
     ) -> Response:
         command = DeleteAudio(actor(principal), audio_id, parse_if_match(if_match))
 
-        async def run() -> Response:
+        async def run(run: CommandRun) -> Response:
             result = await handler(request).delete_audio(
-                command, event_metadata(principal, key)
+                command, event_metadata(principal, run)
             )
             return accepted(result, 200)
 

@@ -12,6 +12,7 @@ from nova_platform.http.problems import Problem
 from nova_platform.webhooks import InvalidCursorError, SubscriptionNotFoundError
 
 from ..application.errors import (
+    AudioAlreadyRegisteredError,
     AudioNotFoundError,
     StaleAttemptError,
     VersionMismatchError,
@@ -46,6 +47,17 @@ def _not_found(exc: AudioNotFoundError) -> Problem:
         kind="not-found",
         title="Audio not found",
         audio_id=str(exc.audio_id),
+    )
+
+
+def _registered(exc: AudioAlreadyRegisteredError) -> Problem:
+    return Problem(
+        str(exc),
+        status=409,
+        kind="already-registered",
+        title="Object registered already",
+        audio_id=str(exc.audio_id),
+        s3_key=exc.s3_key,
     )
 
 
@@ -212,6 +224,7 @@ def _cursor(exc: InvalidCursorError) -> Problem:
 
 _MAPPERS: dict[type[Exception], Callable[[Exception], Problem]] = {
     AudioNotFoundError: _not_found,  # type: ignore[dict-item]
+    AudioAlreadyRegisteredError: _registered,  # type: ignore[dict-item]
     VersionMismatchError: _version,  # type: ignore[dict-item]
     ConcurrencyError: _concurrent,  # type: ignore[dict-item]
     EventTooLargeError: _too_large,  # type: ignore[dict-item]
