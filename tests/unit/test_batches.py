@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from nova_events import EventEnvelope, EventMetadata, dumps
+from nova_events import EventEnvelope, EventMetadata, dumps, loads
+from nova_events.topics import HEADER_CORRELATION_ID
 from nova_platform.batches import BatchProcessor, is_transient
+from nova_platform.logging import JsonFormatter
 from nova_platform.parking import InMemoryParking, Record, redrive
 
 
 def record(
-    audio_id: UUID, version: int, offset: int, value: bytes | None = None
+    audio_id: UUID,
+    version: int,
+    offset: int,
+    value: bytes | None = None,
+    correlation_id: str = "c",
 ) -> Record:
     envelope = EventEnvelope(
         aggregate_type="AudioFile",
@@ -22,7 +33,7 @@ def record(
         event_type="AudioProcessingCompleted",
         schema_version=1,
         version=version,
-        metadata=EventMetadata(correlation_id="c"),
+        metadata=EventMetadata(correlation_id=correlation_id),
         data={"audio_id": str(audio_id)},
     )
     return Record(
@@ -31,6 +42,7 @@ def record(
         topic="t",
         partition=0,
         offset=offset,
+        headers=[(HEADER_CORRELATION_ID, correlation_id.encode())],
     )
 
 
@@ -134,19 +146,250 @@ def test_transient_errors_are_told_apart(error: Exception, transient: bool) -> N
     assert is_transient(error) is transient
 
 
-async def test_redrive_repairs_then_unparks_each_audio() -> None:
+async def test_redrive_repairs_unparks_and_repairs_each_audio_again() -> None:
     parking = InMemoryParking()
     first, second = uuid4(), uuid4()
     await parking.park(str(first), [], "poison")
     await parking.park(str(second), [], "poison")
-    repaired: list[UUID] = []
+    repairs: list[tuple[UUID, bool]] = []
 
     async def repair(audio_id: UUID) -> None:
-        assert await parking.is_parked(str(audio_id)), "repair runs before unpark"
-        repaired.append(audio_id)
+        repairs.append((audio_id, await parking.is_parked(str(audio_id))))
 
     done = await redrive(parking, repair)
 
-    assert sorted(repaired, key=str) == sorted([first, second], key=str)
     assert set(done) == {str(first), str(second)}
+    for audio_id in (first, second):
+        assert [parked for a, parked in repairs if a == audio_id] == [True, False]
     assert parking.marks == {}
+
+
+async def test_an_event_parked_while_the_redrive_repairs_is_not_left_behind() -> None:
+    """Committed between the first repair and the unpark, the event is parked
+    behind the mark and only in the dead letters: the second repair applies it."""
+    audio = uuid4()
+    store: list[int] = [1, 2]  # versions in the event store
+    projected: dict[UUID, int] = {}
+    processor = BatchProcessor(Handler(), parking := InMemoryParking())
+    await processor.process([record(audio, 2, 0, value=b"garbage")])
+
+    async def repair(audio_id: UUID) -> None:
+        seen = max(store)
+        if not store[2:]:
+            store.append(3)  # meanwhile command-api commits v3 ...
+            await processor.process([record(audio, 3, 1)])  # ... and it is parked
+        projected[audio_id] = max(projected.get(audio_id, 0), seen)
+
+    await redrive(parking, repair)
+
+    assert [r.offset for _, r in parking.dead_letters] == [0, 1]
+    assert projected[audio] == 3
+
+
+async def test_a_mark_lifted_after_the_check_lets_the_events_through() -> None:
+    class RedriveInBetween(InMemoryParking):
+        async def is_parked(self, aggregate_id: str) -> bool:
+            parked = await super().is_parked(aggregate_id)
+            await self.unpark(aggregate_id)  # the redrive wins the race
+            return parked
+
+    audio = uuid4()
+    handler, parking = Handler(), RedriveInBetween()
+    processor = BatchProcessor(handler, parking)
+    await processor.process([record(audio, 1, 0, value=b"garbage")])
+
+    await processor.process([record(audio, 2, 1)])
+
+    assert handler.applied == [(audio, 2)]
+    assert [r.offset for _, r in parking.dead_letters] == [0]
+    assert parking.marks == {}
+
+
+async def test_audios_parked_elsewhere_are_known_after_a_rebalance() -> None:
+    moved = uuid4()
+    handler, parking = Handler(), InMemoryParking()
+    processor = BatchProcessor(handler, parking)
+    await processor.process([record(uuid4(), 1, 0)])  # the parked set is loaded
+    # The instance that owned `moved`'s partition parks it, then the group
+    # rebalances and hands that partition over.
+    await parking.park(str(moved), [], "poison")
+
+    processor.partitions_assigned()
+    await processor.process([record(moved, 2, 1)])
+
+    assert (moved, 2) not in handler.applied
+    assert [(a, r.offset) for a, r in parking.dead_letters] == [(str(moved), 1)]
+
+
+class Backend:
+    """A handler whose backend is down, or refuses some audios with a 503."""
+
+    def __init__(self, refused: set[UUID] | None = None, down: bool = False) -> None:
+        self.refused = refused or set()
+        self.down = down
+        self.calls = 0
+        self.applied: list[tuple[UUID, int]] = []
+
+    async def __call__(self, envelopes: Sequence[EventEnvelope]) -> None:
+        self.calls += 1
+        if self.down:
+            raise EndpointConnectionError(endpoint_url="http://db")
+        if any(e.aggregate_id in self.refused for e in envelopes):
+            raise ClientError(
+                {"Error": {"Code": "X"}, "ResponseMetadata": {"HTTPStatusCode": 503}},  # type: ignore[typeddict-item]
+                "PutItem",
+            )
+        self.applied.extend((e.aggregate_id, e.version) for e in envelopes)
+
+
+async def attempts_until_done(processor: BatchProcessor, batch: list[Record]) -> int:
+    """Process `batch` as the consume loop does: again after each failure."""
+    for attempt in range(1, 100):
+        try:
+            await processor.process(batch)
+        except ClientError:
+            continue
+        return attempt
+    raise AssertionError("the batch was never done")
+
+
+async def test_an_audio_failing_while_others_apply_is_given_up_on() -> None:
+    stuck, healthy = uuid4(), uuid4()
+    backend, parking = Backend(refused={stuck}), InMemoryParking()
+    processor = BatchProcessor(backend, parking, max_attempts=3)
+
+    attempts = await attempts_until_done(
+        processor, [record(stuck, 1, 0), record(healthy, 1, 1), record(stuck, 2, 2)]
+    )
+
+    # The whole batch once, then audio by audio: three strikes, then parked.
+    assert attempts == 4
+    assert parking.marks == {str(stuck): parking.marks[str(stuck)]}
+    assert parking.marks[str(stuck)].startswith("gave up after 3 attempts: ClientError")
+    assert [r.offset for _, r in parking.dead_letters] == [0, 2]
+    assert (healthy, 1) in backend.applied
+
+
+async def test_an_outage_is_retried_forever_and_parks_nothing() -> None:
+    audios = [uuid4() for _ in range(5)]
+    backend, parking = Backend(down=True), InMemoryParking()
+    processor = BatchProcessor(
+        backend, parking, max_attempts=2, backends_up=_answers(False)
+    )
+    batch = [record(a, 1, i) for i, a in enumerate(audios)]
+
+    for _ in range(20):
+        calls = backend.calls
+        with pytest.raises(EndpointConnectionError):
+            await processor.process(batch)
+        assert backend.calls - calls <= 2, "an outage costs two calls per retry"
+
+    assert parking.marks == {}
+    backend.down = False
+    await processor.process(batch)
+    assert sorted(backend.applied) == sorted((a, 1) for a in audios)
+
+
+async def test_a_lone_audio_is_given_up_on_only_while_the_backends_answer() -> None:
+    stuck = uuid4()
+    backend, parking = Backend(refused={stuck}), InMemoryParking()
+    answering = {"up": False}
+
+    async def backends_up() -> bool:
+        return answering["up"]
+
+    processor = BatchProcessor(
+        backend, parking, max_attempts=2, backends_up=backends_up
+    )
+    for _ in range(10):
+        with pytest.raises(ClientError):
+            await processor.process([record(stuck, 1, 0)])
+    assert parking.marks == {}
+
+    answering["up"] = True
+    # Each retry now counts: it fails, parks at the second, and is done.
+    assert await attempts_until_done(processor, [record(stuck, 1, 0)]) == 2
+    assert str(stuck) in parking.marks
+
+
+async def test_an_audio_that_recovers_starts_its_count_again() -> None:
+    flaky, healthy = uuid4(), uuid4()
+    backend, parking = Backend(refused={flaky}), InMemoryParking()
+    processor = BatchProcessor(backend, parking, max_attempts=2)
+    batch = [record(flaky, 1, 0), record(healthy, 1, 1)]
+    for _ in range(2):  # the whole batch, then one strike
+        with pytest.raises(ClientError):
+            await processor.process(batch)
+
+    backend.refused.clear()
+    await processor.process(batch)
+    backend.refused.add(flaky)
+    for _ in range(2):
+        with pytest.raises(ClientError):
+            await processor.process([record(flaky, 2, 2), record(healthy, 2, 3)])
+
+    assert parking.marks == {}
+
+
+def _answers(up: bool) -> Callable[[], Awaitable[bool]]:
+    async def backends_up() -> bool:
+        return up
+
+    return backends_up
+
+
+async def test_log_lines_of_a_record_name_its_correlation_event_and_audio() -> None:
+    audio = uuid4()
+    lines = CapturedLines()
+
+    async def handler(envelopes: Sequence[EventEnvelope]) -> None:
+        logging.getLogger("nova.test.handler").info("applying")
+
+    good = record(audio, 1, 0, correlation_id="corr-1")
+    garbage = record(uuid4(), 1, 1, value=b"garbage", correlation_id="corr-2")
+    with lines.captured():
+        await BatchProcessor(handler, InMemoryParking()).process([good, garbage])
+
+    applying = lines.of("applying")
+    assert applying["correlation_id"] == "corr-1"
+    assert applying["audio_id"] == str(audio)
+    assert applying["event_id"] == str(loads(good.value or b"").event_id)
+    undecodable = lines.of("undecodable record")
+    assert undecodable["correlation_id"] == "corr-2"
+    assert undecodable["audio_id"] == garbage.aggregate_id
+    assert "event_id" not in undecodable
+    assert all("correlation_id" not in line for line in lines.after_processing())
+
+
+class CapturedLines:
+    """The JSON lines that nova's formatter writes, captured in memory."""
+
+    def __init__(self) -> None:
+        self._stream = io.StringIO()
+        self._processing_done = 0
+
+    @contextmanager
+    def captured(self) -> Iterator[None]:
+        handler = logging.StreamHandler(self._stream)
+        handler.setFormatter(JsonFormatter("test"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        level = root.level
+        root.setLevel(logging.INFO)
+        try:
+            yield
+            self._processing_done = len(self.lines())
+            logging.getLogger("nova.test").info("after the batch")
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._stream.getvalue().splitlines()]
+
+    def of(self, message: str) -> dict[str, Any]:
+        (line,) = [line for line in self.lines() if line["message"] == message]
+        return line
+
+    def after_processing(self) -> list[dict[str, Any]]:
+        return self.lines()[self._processing_done :]

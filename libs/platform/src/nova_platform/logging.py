@@ -1,9 +1,16 @@
-"""JSON logs, one object per line, with the correlation id on every line."""
+"""JSON logs, one object per line, with the correlation id on every line.
+
+HTTP and gRPC set `correlation_id` per request; the consumers set it per
+record (from its `correlation_id` header) together with `event_id` and
+`audio_id`, so every line logged while a record is handled names it.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +20,30 @@ import orjson
 from .tracing import trace_id
 
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+event_id: ContextVar[str | None] = ContextVar("event_id", default=None)
+audio_id: ContextVar[str | None] = ContextVar("audio_id", default=None)
+
+_CONTEXT = (correlation_id, event_id, audio_id)
+
+
+@contextmanager
+def log_context(
+    *,
+    correlation: str | None = None,
+    event: str | None = None,
+    audio: str | None = None,
+) -> Iterator[None]:
+    """Within the block, every log line carries these ids (None: not logged)."""
+    tokens = [
+        var.set(value)
+        for var, value in zip(_CONTEXT, (correlation, event, audio), strict=True)
+    ]
+    try:
+        yield
+    finally:
+        for var, token in zip(_CONTEXT, tokens, strict=True):
+            var.reset(token)
+
 
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -36,9 +67,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        cid = correlation_id.get()
-        if cid is not None:
-            entry["correlation_id"] = cid
+        for var in _CONTEXT:
+            value = var.get()
+            if value is not None:
+                entry[var.name] = value
         trace = trace_id()
         if trace is not None:
             entry["trace_id"] = trace

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
+from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -57,6 +58,14 @@ class Parking(Protocol):
         """Send `records` to the dead-letter topic and mark the aggregate."""
         ...
 
+    async def park_behind(self, aggregate_id: str, records: Sequence[Record]) -> bool:
+        """Park `records` behind the aggregate's mark, if it is still there.
+
+        False when a redrive lifted the mark meanwhile: nothing was parked and
+        the caller applies the records instead.
+        """
+        ...
+
     async def unpark(self, aggregate_id: str) -> None: ...
 
 
@@ -76,6 +85,10 @@ class KafkaDynamoDBParking:
         self._ddb = ddb
         self._table = table_name
         self._group = group
+
+    async def check(self) -> None:
+        """Raises when the parking table cannot be reached (for readiness)."""
+        await self._ddb.describe_table(TableName=self._table)
 
     async def parked(self) -> set[str]:
         found: set[str] = set()
@@ -104,6 +117,48 @@ class KafkaDynamoDBParking:
     async def park(
         self, aggregate_id: str, records: Sequence[Record], reason: str
     ) -> None:
+        await self._dead_letter(records, reason)
+        await self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": {"S": self._group}, "sk": {"S": aggregate_id}},
+            UpdateExpression=(
+                "SET reason = if_not_exists(reason, :r), "
+                "parked_at = if_not_exists(parked_at, :t) ADD events :n"
+            ),
+            ExpressionAttributeValues={
+                ":r": {"S": reason[:1000]},
+                ":t": {"N": str(int(time.time()))},
+                ":n": {"N": str(len(records))},
+            },
+        )
+        logger.error(
+            "events parked",
+            extra={"audio_id": aggregate_id, "events": len(records), "reason": reason},
+        )
+
+    async def park_behind(self, aggregate_id: str, records: Sequence[Record]) -> bool:
+        # The mark is counted up only while it exists, so a redrive that lifted
+        # it meanwhile is not undone; the dead letters follow a kept mark.
+        try:
+            await self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": self._group}, "sk": {"S": aggregate_id}},
+                UpdateExpression="ADD events :n",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":n": {"N": str(len(records))}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        await self._dead_letter(records, "audio is parked")
+        logger.warning(
+            "events parked behind their audio",
+            extra={"audio_id": aggregate_id, "events": len(records)},
+        )
+        return True
+
+    async def _dead_letter(self, records: Sequence[Record], reason: str) -> None:
         producer = self._producer
         if producer is None:
             raise RuntimeError("parking needs a producer for the dead-letter topic")
@@ -126,23 +181,6 @@ class KafkaDynamoDBParking:
         ]
         for future in sent:
             await future
-        await self._ddb.update_item(
-            TableName=self._table,
-            Key={"pk": {"S": self._group}, "sk": {"S": aggregate_id}},
-            UpdateExpression=(
-                "SET reason = if_not_exists(reason, :r), "
-                "parked_at = if_not_exists(parked_at, :t) ADD events :n"
-            ),
-            ExpressionAttributeValues={
-                ":r": {"S": reason[:1000]},
-                ":t": {"N": str(int(time.time()))},
-                ":n": {"N": str(len(records))},
-            },
-        )
-        logger.error(
-            "events parked",
-            extra={"audio_id": aggregate_id, "events": len(records), "reason": reason},
-        )
 
     async def unpark(self, aggregate_id: str) -> None:
         await self._ddb.delete_item(
@@ -170,6 +208,12 @@ class InMemoryParking:
         self.marks.setdefault(aggregate_id, reason)
         self.dead_letters.extend((aggregate_id, r) for r in records)
 
+    async def park_behind(self, aggregate_id: str, records: Sequence[Record]) -> bool:
+        if aggregate_id not in self.marks:
+            return False
+        self.dead_letters.extend((aggregate_id, r) for r in records)
+        return True
+
     async def unpark(self, aggregate_id: str) -> None:
         self.marks.pop(aggregate_id, None)
 
@@ -180,17 +224,21 @@ async def redrive(
     aggregate_id: str | None = None,
 ) -> list[str]:
     """Repair each parked audio (or just `aggregate_id`) from the event store,
-    then lift its mark; returns the audios redriven.
+    lift its mark, and repair it once more; returns the audios redriven.
 
-    Run it once the cause of the parking is fixed. The consumer checks the mark
-    again before parking an audio's next event, so events that arrive during
-    the redrive are applied or repaired, not parked behind it.
+    Run it once the cause of the parking is fixed. An event the consumer parked
+    behind the mark while the first repair ran is only in the dead-letter
+    topic: the second repair, after the mark is gone, applies it from the event
+    store. Events consumed after that are applied by the consumer itself (it
+    parks behind a mark only while the mark exists). Repairs are idempotent,
+    so applying an event twice changes nothing.
     """
     targets = [aggregate_id] if aggregate_id else sorted(await parking.parked())
     done: list[str] = []
     for target in targets:
         await repair(UUID(target))
         await parking.unpark(target)
+        await repair(UUID(target))
         logger.info("audio redriven", extra={"audio_id": target})
         done.append(target)
     return done

@@ -55,6 +55,19 @@ class NovaSettings(BaseSettings):
         description="how long readers cache which read-model table is active",
     )
 
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="on SIGTERM, how long in-flight requests and batches may "
+        "finish; keep it below the pod's termination grace period",
+    )
+    consumer_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="consumers: attempts in which one audio failed transiently "
+        "while the backends worked, before its events are parked",
+    )
+
     webhook_allow_private_targets: bool = Field(
         default=False,
         description="let webhooks reach loopback and private addresses (development)",

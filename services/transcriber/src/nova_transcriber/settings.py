@@ -10,6 +10,13 @@ from pydantic_settings import SettingsConfigDict
 
 from nova_platform.settings import NovaSettings
 
+WHISPER_SLOWDOWN = 1.5
+"""Whisper base on a CPU recognises faster than the audio plays; the bound
+allows 1.5 times the audio's duration, for a slow or shared core."""
+REQUEST_MARGIN_S = 300.0
+"""Beyond the recognition: downloading the audio and submitting the result,
+command-api's retries included."""
+
 
 class TranscriberSettings(NovaSettings):
     """Where results go, which engine runs, and the limits of one transcription."""
@@ -52,3 +59,14 @@ class TranscriberSettings(NovaSettings):
     transcribe_poll_interval_s: float = Field(default=5.0, gt=0)
     transcribe_timeout_s: float = Field(default=3 * 3600.0, gt=0)
     command_api_timeout_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def longest_request_s(self) -> float:
+        """The longest one transcription request may take, from its delivery
+        to its result being recorded; Kafka's max.poll.interval is set above it.
+        """
+        if self.transcriber_engine == "aws":
+            recognition = self.transcribe_timeout_s
+        else:
+            recognition = self.transcriber_max_duration_s * WHISPER_SLOWDOWN
+        return recognition + REQUEST_MARGIN_S

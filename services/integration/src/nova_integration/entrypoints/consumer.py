@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -59,13 +60,15 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
     stack = AsyncExitStack()
     fanout: Fanout | None = None
     dispatching: asyncio.Task[None] | None = None
+    webhooks_table: Callable[[], Awaitable[object]] | None = None
 
     async def start() -> None:
-        nonlocal fanout, dispatching
+        nonlocal fanout, dispatching, webhooks_table
         aws = session()
         ddb = await stack.enter_async_context(
             aws.client("dynamodb", **client_kwargs(settings))
         )
+        webhooks_table = partial(ddb.describe_table, TableName=settings.webhooks_table)
         http = await stack.enter_async_context(
             HttpWebhookSender.client(settings.webhook_timeout_s)
         )
@@ -107,12 +110,18 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
             raise RuntimeError("the integration consumer started before its fan-out")
         await fanout(envelopes)
 
+    async def webhooks_table_answers() -> None:
+        if webhooks_table is None:
+            raise RuntimeError("the integration consumer has not started yet")
+        await webhooks_table()
+
     return build_consumer_app(
         settings,
         service=SERVICE,
         handle_batch=handle,
         on_startup=[start],
         on_shutdown=[stop],
+        ready_checks={"webhooks": webhooks_table_answers},
         registry=registry,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
 from faststream.asgi import AsgiFastStream
@@ -36,16 +36,23 @@ class ProjectorSettings(NovaSettings):
 def create_app(settings: ProjectorSettings) -> AsgiFastStream:
     stack = AsyncExitStack()
     projector: ReadModelProjector | None = None
+    ready: Callable[[], Awaitable[object]] | None = None
 
     async def start() -> None:
-        nonlocal projector
+        nonlocal projector, ready
         ddb = await stack.enter_async_context(
             session().client("dynamodb", **client_kwargs(settings))
         )
         redis = Redis.from_url(settings.redis_url)
         stack.push_async_callback(redis.aclose)
+        table = ActiveReadModelTable(ddb, settings)
+
+        async def describe_read_model() -> object:
+            return await ddb.describe_table(TableName=await table.table_name())
+
+        ready = describe_read_model
         projector = ReadModelProjector(
-            DynamoDBReadModel(ddb, ActiveReadModelTable(ddb, settings)),
+            DynamoDBReadModel(ddb, table),
             DynamoDBEventReader(ddb, settings.event_store_table),
             RedisCacheInvalidator(redis, settings),
         )
@@ -55,12 +62,18 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
             raise RuntimeError("the read model client is not open yet")
         await projector.project(envelopes)
 
+    async def read_model_answers() -> None:
+        if ready is None:
+            raise RuntimeError("the read model client is not open yet")
+        await ready()
+
     return build_consumer_app(
         settings,
         service=SERVICE,
         handle_batch=handle,
         on_startup=[start],
         on_shutdown=[stack.aclose],
+        ready_checks={"read_model": read_model_answers},
     )
 
 

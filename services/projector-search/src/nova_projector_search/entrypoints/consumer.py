@@ -52,12 +52,17 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
             raise RuntimeError("the event store client is not open yet")
         await projector.project(envelopes)
 
+    async def opensearch_answers() -> None:
+        if not await client.ping():
+            raise ConnectionError(f"OpenSearch at {settings.opensearch_url} is down")
+
     return build_consumer_app(
         settings,
         service=SERVICE,
         handle_batch=handle,
         on_startup=[start],
         on_shutdown=[stack.aclose],
+        ready_checks={"opensearch": opensearch_answers},
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import httpx
 from faststream.asgi import AsgiFastStream
@@ -21,7 +22,8 @@ from redis.asyncio import Redis
 
 from nova_events import EventEnvelope
 from nova_platform.aws import client_kwargs, session
-from nova_platform.consumer import build_consumer_app
+from nova_platform.batches import event_context
+from nova_platform.consumer import READY_TIMEOUT_S, build_consumer_app
 from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.serve import serve
 
@@ -35,10 +37,15 @@ from ..application.ports import IAudioTranscriptionGateway
 from ..application.service import TranscriptionService
 from ..settings import TranscriberSettings
 
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+
 SERVICE = "transcriber"
-MAX_RECORDS = 10
-"""Small batches: the consumer must poll again within Kafka's
-max.poll.interval (5 min), and a batch may hold several recognitions."""
+MAX_RECORDS = 1
+"""One request per batch: the consumer must poll again within Kafka's
+max.poll.interval, which is set just above the longest one request may take
+(`TranscriberSettings.longest_request_s`), not several."""
 PROGRESS_TIMEOUT_S = 0.5
 """Progress is best effort: a slow Redis is given up on quickly."""
 
@@ -59,12 +66,9 @@ def token_provider(settings: TranscriberSettings) -> Callable[[], str]:
 
 
 async def open_engine(
-    settings: TranscriberSettings, stack: AsyncExitStack
+    settings: TranscriberSettings, stack: AsyncExitStack, s3: S3Client
 ) -> IAudioTranscriptionGateway:
     """The configured engine, with its clients closed by `stack`."""
-    s3 = await stack.enter_async_context(
-        session().client("s3", **client_kwargs(settings))
-    )
     if settings.transcriber_engine == "aws":
         transcribe = await stack.enter_async_context(
             session().client("transcribe", **client_kwargs(settings))
@@ -100,10 +104,17 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
         registry=registry,
     )
 
+    ddb: DynamoDBClient | None = None
+    s3: S3Client | None = None
+    http: httpx.AsyncClient | None = None
+
     async def start() -> None:
-        nonlocal service
+        nonlocal service, ddb, s3, http
         ddb = await stack.enter_async_context(
             session().client("dynamodb", **client_kwargs(settings))
+        )
+        s3 = await stack.enter_async_context(
+            session().client("s3", **client_kwargs(settings))
         )
         http = httpx.AsyncClient(
             base_url=settings.command_api_url, timeout=settings.command_api_timeout_s
@@ -117,7 +128,7 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
         stack.push_async_callback(redis.aclose)
         service = TranscriptionService(
             EventStoreCatalog(DynamoDBEventReader(ddb, settings.event_store_table)),
-            await open_engine(settings, stack),
+            await open_engine(settings, stack, s3),
             HttpCommandApi(http, token),
             settings.transcriber_max_duration_s,
             progress=RedisProgressStore(redis, settings),
@@ -129,7 +140,24 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:
         if service is None:
             raise RuntimeError("the transcriber's clients are not open yet")
-        await service.handle(envelopes)
+        for envelope in envelopes:
+            with event_context(envelope):
+                await service.handle([envelope])
+
+    async def event_store_answers() -> None:
+        if ddb is None:
+            raise RuntimeError("the transcriber's clients are not open yet")
+        await ddb.describe_table(TableName=settings.event_store_table)
+
+    async def audio_bucket_answers() -> None:
+        if s3 is None:
+            raise RuntimeError("the transcriber's clients are not open yet")
+        await s3.head_bucket(Bucket=settings.audio_bucket)
+
+    async def command_api_answers() -> None:
+        if http is None:
+            raise RuntimeError("the transcriber's clients are not open yet")
+        (await http.get("/healthz", timeout=READY_TIMEOUT_S)).raise_for_status()
 
     return build_consumer_app(
         settings,
@@ -138,6 +166,12 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stack.aclose],
         max_records=MAX_RECORDS,
+        max_poll_interval_ms=int(settings.longest_request_s * 1000),
+        ready_checks={
+            "event_store": event_store_answers,
+            "audio_bucket": audio_bucket_answers,
+            "command_api": command_api_answers,
+        },
         registry=registry,
     )
 
