@@ -107,3 +107,21 @@ def test_an_incomplete_sign_in_is_refused_with_what_to_set(
 def test_an_unknown_protocol_is_refused() -> None:
     with pytest.raises(ValidationError, match="SASL_SSL"):
         NovaSettings(kafka_security_protocol="TLS")
+
+
+def test_the_consumers_broker_signs_in_too() -> None:
+    from nova_platform.consumer import build_consumer_app
+
+    async def ignore(records: object) -> None:
+        return None
+
+    app = build_consumer_app(
+        NovaSettings(**SCRAM),  # type: ignore[arg-type]
+        service="test",
+        handle_batch=ignore,
+    )
+    [broker] = app.brokers
+    options = broker._connection_kwargs
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "nova"

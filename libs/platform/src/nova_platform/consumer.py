@@ -39,7 +39,7 @@ from nova_events.topics import HEADER_TRACEPARENT
 
 from .aws import client_kwargs, session
 from .batches import BatchHandler, BatchProcessor, to_record
-from .kafka import make_producer
+from .kafka import kafka_security, make_producer
 from .parking import KafkaDynamoDBParking, Record
 from .settings import NovaSettings
 from .tracing import batch_span
@@ -241,6 +241,7 @@ def build_consumer_app(
     """
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_security(settings),
         client_id=f"nova-{service}",
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,
