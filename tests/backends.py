@@ -8,13 +8,16 @@ when a Docker engine answers; otherwise the local stack of plain processes
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "deploy" / "local" / "stack.py"
@@ -67,29 +70,144 @@ def _docker_available() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to run for one backend; turned into a testcontainers container.
+
+    `ports` maps a container port to a host port, None for any free one.
+    `ready` is a regular expression the container logs once it serves.
+    """
+
+    image: str
+    ports: dict[int, int | None]
+    ready: str
+    env: dict[str, str] = field(default_factory=dict)
+    command: str | None = None
+
+
+KAFKA_IMAGE = "apache/kafka:4.1.0"
+OPENSEARCH_IMAGE = "opensearchproject/opensearch:2.19.6"
+REDIS_IMAGE = "redis:7"
+
+
+def moto_image() -> str:
+    """moto's image at the version the lock pins (and the venv has installed)."""
+    return f"motoserver/moto:{importlib.metadata.version('moto')}"
+
+
+def kafka_spec(host: str, host_port: int) -> ContainerSpec:
+    """One KRaft node, broker and controller, reachable at `host:host_port`.
+
+    A client bootstraps at the mapped port and is then sent to the advertised
+    listener, so that must be the host's address and port, not the container's.
+    That port is chosen before the start and bound as is.
+    """
+    return ContainerSpec(
+        image=KAFKA_IMAGE,
+        ports={9092: host_port},
+        ready=r"Kafka Server started",
+        env={
+            "CLUSTER_ID": "bm92YS10ZXN0LWthZmthLQ",
+            "KAFKA_NODE_ID": "1",
+            "KAFKA_PROCESS_ROLES": "broker,controller",
+            "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+            "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+            "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{host_port}",
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            ),
+            "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+            "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+            "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+            "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        },
+    )
+
+
+def opensearch_spec() -> ContainerSpec:
+    return ContainerSpec(
+        image=OPENSEARCH_IMAGE,
+        ports={9200: None},
+        ready=r"\] started",
+        env={
+            "discovery.type": "single-node",
+            "DISABLE_SECURITY_PLUGIN": "true",
+            "DISABLE_INSTALL_DEMO_CONFIG": "true",
+            "OPENSEARCH_JAVA_OPTS": "-Xms512m -Xmx512m",
+            "cluster.routing.allocation.disk.threshold_enabled": "false",
+        },
+    )
+
+
+def moto_spec() -> ContainerSpec:
+    return ContainerSpec(
+        image=moto_image(), ports={5000: None}, ready=r"Running on", env={}
+    )
+
+
+def redis_spec() -> ContainerSpec:
+    return ContainerSpec(
+        image=REDIS_IMAGE,
+        ports={6379: None},
+        ready=r"Ready to accept connections",
+        command='redis-server --save "" --appendonly no',
+    )
+
+
+def container(spec: ContainerSpec, factory: Callable[..., Any]) -> Any:
+    """A container not started yet, built by `factory` (`DockerContainer`)."""
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    built = factory(spec.image, command=spec.command)
+    built.with_envs(**spec.env)
+    for inside, outside in spec.ports.items():
+        if outside is None:
+            built.with_exposed_ports(inside)
+        else:
+            built.with_bind_ports(inside, outside)
+    return built.waiting_for(LogMessageWaitStrategy(spec.ready))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 @contextmanager
 def _containers() -> Iterator[Backends]:
     from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.opensearch import OpenSearchContainer
-    from testcontainers.redis import RedisContainer
+    from testcontainers.core.docker_client import DockerClient
 
+    host = DockerClient().host()
+    kafka_port = _free_port()
     with ExitStack() as stack:
-        kafka = stack.enter_context(KafkaContainer("apache/kafka:4.1.0").with_kraft())
-        search = stack.enter_context(
-            OpenSearchContainer("opensearchproject/opensearch:2.19.1")
-        )
-        redis = stack.enter_context(RedisContainer("redis:7"))
-        moto = stack.enter_context(
-            DockerContainer("motoserver/moto:5.1.0").with_exposed_ports(5000)
-        )
-        wait_for_logs(moto, "Running on")
+
+        def started(spec: ContainerSpec) -> Any:
+            return stack.enter_context(container(spec, DockerContainer))
+
+        started(kafka_spec(host, kafka_port))
+        search = started(opensearch_spec())
+        redis = started(redis_spec())
+        moto = started(moto_spec())
+
+        def url(scheme: str, running: Any, port: int, path: str = "") -> str:
+            address = (
+                f"{running.get_container_host_ip()}:{running.get_exposed_port(port)}"
+            )
+            return f"{scheme}://{address}{path}"
+
         yield Backends(
-            kafka_bootstrap_servers=kafka.get_bootstrap_server(),
-            aws_endpoint_url=f"http://{moto.get_container_host_ip()}:{moto.get_exposed_port(5000)}",
-            opensearch_url=f"http://{search.get_container_host_ip()}:{search.get_exposed_port(9200)}",
-            redis_url=f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0",
+            kafka_bootstrap_servers=f"{host}:{kafka_port}",
+            aws_endpoint_url=url("http", moto, 5000),
+            opensearch_url=url("http", search, 9200),
+            redis_url=url("redis", redis, 6379, "/0"),
             origin="testcontainers",
         )
 
