@@ -62,6 +62,7 @@ from ..application.ports import EventStore
 from ..application.storage import AudioStorage
 from ..application.webhooks import WebhookSubscriptions
 from ..settings import CommandApiSettings
+from .asyncapi import relay_asyncapi
 from .idempotency import CommandRun, IdempotentRunner, fingerprint
 from .problems import install_command_problems
 from .webhooks import webhook_router
@@ -593,6 +594,13 @@ def create_app(
         )
 
     app.include_router(webhook_router(writer))
+
+    events_document = relay_asyncapi(settings)
+
+    @app.get("/commands/asyncapi.json", include_in_schema=False)
+    async def asyncapi() -> dict[str, Any]:
+        """What the relay publishes to Kafka (AsyncAPI 3.0)."""
+        return events_document
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

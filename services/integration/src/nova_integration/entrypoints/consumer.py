@@ -122,6 +122,10 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stop],
         ready_checks={"webhooks": webhooks_table_answers},
+        description=(
+            "Turns every event into signed webhook deliveries for the subscriptions "
+            "of the audio's owner and, when configured, EventBridge entries."
+        ),
         registry=registry,
     )
 

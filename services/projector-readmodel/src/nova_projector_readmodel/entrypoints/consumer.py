@@ -74,6 +74,10 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stack.aclose],
         ready_checks={"read_model": read_model_answers},
+        description=(
+            "Applies every event to the nova-audio-read-model item of its audio "
+            "(version-conditional writes) and drops the cached copy in Redis."
+        ),
     )
 
 

@@ -63,6 +63,10 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stack.aclose],
         ready_checks={"opensearch": opensearch_answers},
+        description=(
+            "Indexes every audio's transcript in the audio-transcriptions alias, "
+            "with the stream version as the document's external version."
+        ),
     )
 
 

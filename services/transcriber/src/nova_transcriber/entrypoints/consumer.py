@@ -167,6 +167,10 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
         on_shutdown=[stack.aclose],
         max_records=MAX_RECORDS,
         max_poll_interval_ms=int(settings.longest_request_s * 1000),
+        description=(
+            "Transcribes the audio of every AudioProcessingStarted and sends the "
+            "transcript or the failure to command-api; other events are skipped."
+        ),
         ready_checks={
             "event_store": event_store_answers,
             "audio_bucket": audio_bucket_answers,
