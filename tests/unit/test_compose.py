@@ -20,8 +20,11 @@ import yaml  # type: ignore[import-untyped]
 
 from nova_platform.auth.dev_token import DEV_SECRET
 from nova_platform.settings import NovaSettings
+from nova_transcriber.settings import TranscriberSettings
 
 from ..dockerfiles import ROOT, Dockerfile, parse
+from ..process_settings import INIT as INIT_PROCESS
+from ..process_settings import SETTINGS_OF, interpolate, load, unread_variables
 
 sys.path.insert(0, str(ROOT / "deploy" / "local"))
 from processes import SERVICES
@@ -31,6 +34,8 @@ INIT = "init"
 API_SERVICES = ("command-api", "query-api")
 # The processes that run another package's image (with their own `command`).
 IMAGE_OF = {INIT: "command-api", "relay": "command-api"}
+# Compose service name -> process name, where they differ.
+PROCESS_OF = {INIT: INIT_PROCESS}
 # The NovaSettings fields that locate a backend; each must reach every process.
 BACKEND_FIELDS = (
     "kafka_bootstrap_servers",
@@ -206,7 +211,12 @@ def test_ports_match_each_process_port_setting(nova: dict[str, Service]) -> None
         assert health == port, f"{process.name}: the health check asks {health}"
         targets = {parse_port(p).target for p in service.get("ports", [])}
         targets |= {int(str(p).partition("/")[0]) for p in service.get("expose", [])}
-        assert targets == {process.default_port}, process.name
+        expected = {process.default_port}
+        if process.grpc_port_env:
+            grpc = env_of(service).get(process.grpc_port_env)
+            assert grpc == str(process.default_grpc_port), process.name
+            expected.add(int(grpc))
+        assert targets == expected, process.name
 
 
 def test_the_apis_are_published_on_their_own_port(nova: dict[str, Service]) -> None:
@@ -215,8 +225,10 @@ def test_the_apis_are_published_on_their_own_port(nova: dict[str, Service]) -> N
         for name, s in nova.items()
         if s.get("ports")
     }
-    ports = {s.name: s.default_port for s in SERVICES}
-    assert published == {name: {(ports[name], ports[name])} for name in API_SERVICES}
+    ports = {s.name: {s.default_port, s.default_grpc_port} - {None} for s in SERVICES}
+    assert published == {
+        name: {(port, port) for port in ports[name]} for name in API_SERVICES
+    }
 
 
 def test_no_two_services_publish_the_same_host_port(
@@ -247,6 +259,29 @@ def test_every_nova_service_gets_the_backends_and_the_jwt_secret(
             assert "build" not in services[str(host)], f"{name}: {value}"
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
             assert env.get(key), f"{name} lacks {key}"
+
+
+def test_every_variable_is_one_the_process_reads(nova: dict[str, Service]) -> None:
+    for name, service in nova.items():
+        settings = SETTINGS_OF[PROCESS_OF.get(name, name)]
+        # HEALTH_PORT is read by the image's HEALTHCHECK, not by the process.
+        unknown = unread_variables(settings, env_of(service)) - {"HEALTH_PORT"}
+        assert not unknown, f"{name} does not read {sorted(unknown)}"
+
+
+def test_the_settings_load_from_the_environment_given(
+    nova: dict[str, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process's settings validate with its service's variables, the
+    `${NAME:-default}` ones at their defaults."""
+    for name, service in nova.items():
+        settings = SETTINGS_OF[PROCESS_OF.get(name, name)]
+        env = {key: interpolate(value) for key, value in env_of(service).items()}
+        loaded = load(settings, env, monkeypatch)
+        if isinstance(loaded, TranscriberSettings):
+            # Inside a container 127.0.0.1 is the transcriber itself.
+            host = urlsplit(loaded.command_api_url).hostname
+            assert host == "command-api", f"transcriber posts results to {host}"
 
 
 def test_the_default_jwt_secret_is_the_one_make_token_signs_with(

@@ -26,7 +26,6 @@ import yaml  # type: ignore[import-untyped]
 from nova_command_api.settings import CommandApiSettings
 from nova_integration.settings import IntegrationSettings
 from nova_platform.resources import EVENTS_TOPIC_PARTITIONS
-from nova_platform.settings import NovaSettings
 from nova_projector_readmodel.entrypoints.consumer import (
     ProjectorSettings as ReadModelSettings,
 )
@@ -36,6 +35,8 @@ from nova_projector_search.entrypoints.consumer import (
 from nova_query_api.settings import QueryApiSettings
 from nova_transcriber.settings import TranscriberSettings
 
+from ..process_settings import INIT, SETTINGS_OF, env_name, load, unread_variables
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("local", "aws")
@@ -44,7 +45,7 @@ from processes import SERVICES  # noqa: E402
 
 KUBERNETES_VERSION = "1.32.0"
 NAMESPACE = "nova"
-INIT_JOB = "nova-init"
+INIT_JOB = INIT
 SECRET = "nova-secrets"
 EGRESS_PREFIX = "egress.nova/"
 # Per workload: its package (image nova/<package>), the settings class that
@@ -55,31 +56,22 @@ EGRESS_PREFIX = "egress.nova/"
 @dataclass(frozen=True)
 class Workload:
     package: str
-    settings: type[NovaSettings]
     egress: frozenset[str]
 
 
-def _workload(package: str, settings: type[NovaSettings], *egress: str) -> Workload:
-    return Workload(package, settings, frozenset(egress))
+def _workload(package: str, *egress: str) -> Workload:
+    return Workload(package, frozenset(egress))
 
 
 WORKLOADS: dict[str, Workload] = {
-    "command-api": _workload("command-api", CommandApiSettings, "aws"),
-    "relay": _workload("command-api", CommandApiSettings, "aws", "kafka"),
-    "projector-readmodel": _workload(
-        "projector-readmodel", ReadModelSettings, "aws", "kafka", "redis"
-    ),
-    "projector-search": _workload(
-        "projector-search", SearchSettings, "aws", "kafka", "opensearch"
-    ),
-    "integration": _workload(
-        "integration", IntegrationSettings, "aws", "kafka", "webhooks"
-    ),
-    "query-api": _workload("query-api", QueryApiSettings, "aws", "opensearch", "redis"),
-    "transcriber": _workload(
-        "transcriber", TranscriberSettings, "aws", "kafka", "redis"
-    ),
-    INIT_JOB: _workload("command-api", NovaSettings, "aws", "kafka", "opensearch"),
+    "command-api": _workload("command-api", "aws"),
+    "relay": _workload("command-api", "aws", "kafka"),
+    "projector-readmodel": _workload("projector-readmodel", "aws", "kafka", "redis"),
+    "projector-search": _workload("projector-search", "aws", "kafka", "opensearch"),
+    "integration": _workload("integration", "aws", "kafka", "webhooks"),
+    "query-api": _workload("query-api", "aws", "opensearch", "redis"),
+    "transcriber": _workload("transcriber", "aws", "kafka", "redis"),
+    INIT_JOB: _workload("command-api", "aws", "kafka", "opensearch"),
 }
 # The fields that locate a backend: each overlay must set them for everyone.
 BACKEND_FIELDS = (
@@ -88,8 +80,6 @@ BACKEND_FIELDS = (
     "redis_url",
     "aws_region",
 )
-# Variables read by the AWS SDK or OpenTelemetry, not by Nova's settings.
-FOREIGN_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
 SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN")
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 
@@ -150,15 +140,6 @@ def pod_labels(workload: Doc) -> dict[str, str]:
 
 def containers(workload: Doc) -> list[Doc]:
     return list(pod_spec(workload)["containers"])
-
-
-def env_name(settings: type[NovaSettings], field: str) -> str:
-    prefix = settings.model_config.get("env_prefix", "")
-    return f"{prefix}{field}".upper()
-
-
-def setting_names(settings: type[NovaSettings]) -> set[str]:
-    return {env_name(settings, field) for field in settings.model_fields}
 
 
 def config_map(docs: list[Doc], container: Doc) -> dict[str, str]:
@@ -297,14 +278,8 @@ def test_no_secret_value_is_in_the_repository(docs: list[Doc]) -> None:
 
 def test_every_variable_is_one_the_process_reads(docs: list[Doc]) -> None:
     for name, workload in workloads(docs).items():
-        settings = WORKLOADS[name].settings
-        readable = setting_names(settings) | FOREIGN_VARIABLES
         for container in containers(workload):
-            unknown = {
-                key
-                for key in environment(docs, container)
-                if key not in readable and not key.startswith("OTEL_")
-            }
+            unknown = unread_variables(SETTINGS_OF[name], environment(docs, container))
             assert not unknown, f"{name} does not read {sorted(unknown)}"
 
 
@@ -313,22 +288,16 @@ def test_the_settings_load_from_the_environment_given(
 ) -> None:
     """Each process's settings validate with exactly its container's variables."""
     for name, workload in workloads(docs).items():
-        settings = WORKLOADS[name].settings
+        settings = SETTINGS_OF[name]
         for container in containers(workload):
-            with monkeypatch.context() as env:
-                for key in list(os.environ):
-                    if key.startswith("NOVA_"):
-                        env.delenv(key)
-                given = environment(docs, container)
-                for key, value in given.items():
-                    env.setenv(key, value)
-                loaded = settings()
-                for field in BACKEND_FIELDS:
-                    assert env_name(settings, field) in given, f"{name}: {field}"
-                if name in ("command-api", "query-api"):
-                    assert loaded.jwt_secret or loaded.jwt_jwks_url, name
-                if isinstance(loaded, TranscriberSettings):
-                    assert loaded.jwt_secret or loaded.transcriber_token, name
+            given = environment(docs, container)
+            loaded = load(settings, given, monkeypatch)
+            for field in BACKEND_FIELDS:
+                assert env_name(settings, field) in given, f"{name}: {field}"
+            if name in ("command-api", "query-api"):
+                assert loaded.jwt_secret or loaded.jwt_jwks_url, name
+            if isinstance(loaded, TranscriberSettings):
+                assert loaded.jwt_secret or loaded.transcriber_token, name
 
 
 def test_ports_are_the_ones_the_settings_open(docs: list[Doc]) -> None:
