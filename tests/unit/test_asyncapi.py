@@ -15,7 +15,7 @@ from nova_command_api.adapters.memory_event_store import InMemoryEventStore
 from nova_command_api.adapters.memory_idempotency import InMemoryIdempotencyStore
 from nova_command_api.entrypoints.http import create_app as command_app
 from nova_command_api.settings import CommandApiSettings
-from nova_events import AUDIO_EVENTS
+from nova_events import AUDIO_EVENTS, USER_EVENTS
 from nova_integration.entrypoints.consumer import create_app as integration_app
 from nova_integration.settings import IntegrationSettings
 from nova_platform.settings import NovaSettings
@@ -31,7 +31,7 @@ from nova_transcriber.entrypoints.consumer import create_app as transcriber_app
 from nova_transcriber.settings import TranscriberSettings
 
 SECRET = "s" * 32
-EVENT_TYPES = {model.event_type() for model in AUDIO_EVENTS}
+EVENT_TYPES = {model.event_type() for model in (*AUDIO_EVENTS, *USER_EVENTS)}
 CONSUMERS: dict[str, Callable[[], AsgiFastStream]] = {
     "projector-readmodel": lambda: readmodel_app(ReadModelSettings()),
     "projector-search": lambda: search_app(SearchSettings()),

@@ -9,11 +9,13 @@ from .audio import (
     AudioProcessingFailed,
     AudioProcessingStarted,
     DomainEvent,
+    EventPayload,
     Segment,
     TranscriptionCompleted,
 )
-from .envelope import EventEnvelope, EventMetadata
+from .envelope import SEALED_KEY, EventEnvelope, EventMetadata
 from .registry import (
+    SealedPayloadError,
     UnknownEventError,
     decode_payload,
     encode_payload,
@@ -22,12 +24,16 @@ from .registry import (
 )
 from .serialization import dumps, loads
 from .topics import AUDIO_EVENTS_TOPIC
+from .user import USER, USER_EVENTS, UserErased
 from .versioning import Payload, SchemaRegistry, SchemaRegistryError, Upcaster
 
 __all__ = [
     "AUDIO_EVENTS",
     "AUDIO_EVENTS_TOPIC",
     "AUDIO_FILE",
+    "SEALED_KEY",
+    "USER",
+    "USER_EVENTS",
     "AudioCreated",
     "AudioDeleted",
     "AudioProcessingCompleted",
@@ -36,13 +42,16 @@ __all__ = [
     "DomainEvent",
     "EventEnvelope",
     "EventMetadata",
+    "EventPayload",
     "Payload",
     "SchemaRegistry",
     "SchemaRegistryError",
+    "SealedPayloadError",
     "Segment",
     "TranscriptionCompleted",
     "UnknownEventError",
     "Upcaster",
+    "UserErased",
     "decode_payload",
     "dumps",
     "encode_payload",

@@ -19,17 +19,22 @@ def personal(**kwargs: Any) -> Any:
     return Field(json_schema_extra={"x-personal": True}, **kwargs)
 
 
-class DomainEvent(BaseModel):
+class EventPayload(BaseModel):
     """Base of every event payload: frozen, strict about unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: ClassVar[int] = 1
-    audio_id: UUID
 
     @classmethod
     def event_type(cls) -> str:
         return cls.__name__
+
+
+class DomainEvent(EventPayload):
+    """Base of the `AudioFile` events: each names its audio."""
+
+    audio_id: UUID
 
 
 class AudioCreated(DomainEvent):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, create_model
 
 from .audio import AUDIO_EVENTS
 from .envelope import EventEnvelope
+from .user import USER_EVENTS
 
 
 def _message_model(event: type[BaseModel]) -> type[EventEnvelope]:
@@ -29,7 +30,7 @@ def _message_model(event: type[BaseModel]) -> type[EventEnvelope]:
 
 
 AUDIO_EVENT_MESSAGES: tuple[type[EventEnvelope], ...] = tuple(
-    _message_model(event) for event in AUDIO_EVENTS
+    _message_model(event) for event in (*AUDIO_EVENTS, *USER_EVENTS)
 )
 
 AudioEventMessage = Annotated[

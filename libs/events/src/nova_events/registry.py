@@ -17,22 +17,28 @@ A compatible change (a new optional field) needs no new version.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar, overload
 
-from .audio import AUDIO_EVENTS, DomainEvent
+from .audio import AUDIO_EVENTS, DomainEvent, EventPayload
 from .envelope import EventEnvelope
+from .user import USER_EVENTS
 from .versioning import (
     Payload,
     SchemaRegistry,
     SchemaRegistryError,
+    SealedPayloadError,
     UnknownEventError,
     UpcasterT,
 )
+
+PayloadT = TypeVar("PayloadT", bound=EventPayload)
 
 __all__ = [
     "REGISTRY",
     "Payload",
     "SchemaRegistry",
     "SchemaRegistryError",
+    "SealedPayloadError",
     "UnknownEventError",
     "decode_payload",
     "encode_payload",
@@ -43,7 +49,7 @@ __all__ = [
 REGISTRY = SchemaRegistry()
 """The events of this package at their current versions, and their upcasters."""
 
-for _model in AUDIO_EVENTS:
+for _model in (*AUDIO_EVENTS, *USER_EVENTS):
     REGISTRY.register(_model)
 
 
@@ -59,7 +65,7 @@ def upcaster(event_type: str, *, from_version: int) -> Callable[[UpcasterT], Upc
 REGISTRY.validate()
 
 
-def model_for(event_type: str, schema_version: int) -> type[DomainEvent]:
+def model_for(event_type: str, schema_version: int) -> type[EventPayload]:
     """The payload model of `event_type` at `schema_version`.
 
     Raises `UnknownEventError` for an unknown type or version, and for an older
@@ -68,16 +74,37 @@ def model_for(event_type: str, schema_version: int) -> type[DomainEvent]:
     return REGISTRY.model_for(event_type, schema_version)
 
 
-def decode_payload(envelope: EventEnvelope) -> DomainEvent:
+@overload
+def decode_payload(envelope: EventEnvelope) -> DomainEvent: ...
+
+
+@overload
+def decode_payload(envelope: EventEnvelope, kind: type[PayloadT]) -> PayloadT: ...
+
+
+def decode_payload(
+    envelope: EventEnvelope, kind: type[EventPayload] = DomainEvent
+) -> EventPayload:
     """The typed payload of `envelope` at its event type's current version.
 
-    Older versions are upcast first, so callers never see an old shape. Raises
-    `UnknownEventError` for an unknown event type or a version newer than this
-    package knows, and `pydantic.ValidationError` for an invalid payload.
+    Older versions are upcast first, so callers never see an old shape. `kind`
+    is what the caller expects: an `AudioFile` event (`DomainEvent`) unless
+    told otherwise, e.g. `UserErased` or `EventPayload` for any event.
+
+    Raises `UnknownEventError` for an unknown event type, a version newer than
+    this package knows, or an event that is not a `kind`;
+    `SealedPayloadError` for an envelope that was not opened; and
+    `pydantic.ValidationError` for an invalid payload.
     """
-    return REGISTRY.decode(envelope)
+    event = REGISTRY.decode(envelope)
+    if not isinstance(event, kind):
+        raise UnknownEventError(
+            f"{envelope.event_type} of a {envelope.aggregate_type} is not a "
+            f"{kind.__name__}; check the aggregate type before decoding"
+        )
+    return event
 
 
-def encode_payload(event: DomainEvent) -> dict[str, object]:
+def encode_payload(event: EventPayload) -> dict[str, object]:
     """The JSON-ready payload of `event`, as stored in an envelope's `data`."""
     return event.model_dump(mode="json")

@@ -28,8 +28,8 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from .audio import DomainEvent
-from .envelope import EventEnvelope
+from .audio import EventPayload
+from .envelope import SEALED_KEY, EventEnvelope
 
 Payload = dict[str, Any]
 """An event's `data`: the JSON object of one schema version."""
@@ -39,13 +39,26 @@ Upcaster = Callable[[Payload], Payload]
 
 It receives a private deep copy, so it may change and return its argument."""
 
-EventT = TypeVar("EventT", bound=DomainEvent)
+EventT = TypeVar("EventT", bound=EventPayload)
 UpcasterT = TypeVar("UpcasterT", bound=Upcaster)
 
 
 class UnknownEventError(ValueError):
     """Raised when an envelope names an event type or schema version this
     package does not know; upgrade `nova-events` on the reading service."""
+
+
+class SealedPayloadError(ValueError):
+    """Raised when a payload is decoded whose personal fields are still sealed
+    (the stored and published form): open the envelope first, with
+    `nova_platform.personal.PersonalData.open`."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(
+            f"this {event_type} payload holds its personal fields sealed under "
+            f"{SEALED_KEY!r}; open the envelope (nova_platform.personal) before "
+            "decoding it"
+        )
 
 
 class SchemaRegistryError(RuntimeError):
@@ -62,7 +75,7 @@ class SchemaRegistry:
     """
 
     def __init__(self) -> None:
-        self._models: dict[str, dict[int, type[DomainEvent]]] = {}
+        self._models: dict[str, dict[int, type[EventPayload]]] = {}
         self._upcasters: dict[str, dict[int, Upcaster]] = {}
         self._validated = True
 
@@ -76,8 +89,8 @@ class SchemaRegistry:
         `event_type` defaults to `model.event_type()` (the class name); give it
         when keeping an old version's model under another class name.
         """
-        if not (isinstance(model, type) and issubclass(model, DomainEvent)):
-            raise SchemaRegistryError(f"{model!r} is not a DomainEvent subclass")
+        if not (isinstance(model, type) and issubclass(model, EventPayload)):
+            raise SchemaRegistryError(f"{model!r} is not an EventPayload subclass")
         name = event_type or model.event_type()
         version = model.schema_version
         if not isinstance(version, int) or version < 1:
@@ -173,18 +186,18 @@ class SchemaRegistry:
         """The schema version producers write for `event_type`."""
         return max(self._versions_of(event_type))
 
-    def current_model(self, event_type: str) -> type[DomainEvent]:
+    def current_model(self, event_type: str) -> type[EventPayload]:
         """The model of `event_type` at its current version."""
         versions = self._versions_of(event_type)
         return versions[max(versions)]
 
-    def models(self) -> Iterator[tuple[str, int, type[DomainEvent]]]:
+    def models(self) -> Iterator[tuple[str, int, type[EventPayload]]]:
         """Every registered `(event_type, schema_version, model)`, sorted."""
         for event_type in self.event_types():
             for version, model in sorted(self._models[event_type].items()):
                 yield event_type, version, model
 
-    def model_for(self, event_type: str, schema_version: int) -> type[DomainEvent]:
+    def model_for(self, event_type: str, schema_version: int) -> type[EventPayload]:
         """The model registered for `event_type` at exactly `schema_version`.
 
         Raises `UnknownEventError` for an unknown type, a version newer than the
@@ -232,13 +245,16 @@ class SchemaRegistry:
 
     def decode_data(
         self, event_type: str, schema_version: int, data: Payload
-    ) -> DomainEvent:
+    ) -> EventPayload:
         """The current model of `event_type`, validated from `data` after
-        upcasting it from `schema_version`."""
+        upcasting it from `schema_version`. Raises `SealedPayloadError` for a
+        payload that was not opened."""
+        if SEALED_KEY in data:
+            raise SealedPayloadError(event_type)
         payload = self.upcast(event_type, schema_version, data)
         return self.current_model(event_type).model_validate(payload)
 
-    def decode(self, envelope: EventEnvelope) -> DomainEvent:
+    def decode(self, envelope: EventEnvelope) -> EventPayload:
         """The typed payload of `envelope`, at the current version."""
         return self.decode_data(
             envelope.event_type, envelope.schema_version, envelope.data
@@ -246,7 +262,7 @@ class SchemaRegistry:
 
     # -- internals -----------------------------------------------------------
 
-    def _versions_of(self, event_type: str) -> dict[int, type[DomainEvent]]:
+    def _versions_of(self, event_type: str) -> dict[int, type[EventPayload]]:
         versions = self._models.get(event_type)
         if not versions:
             raise UnknownEventError(

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..audio import DomainEvent
+from ..audio import EventPayload
 from ..compatibility import BreakKind, SchemaBreak, compatibility_breaks
 from ..registry import REGISTRY
 from ..versioning import SchemaRegistry
@@ -87,7 +87,7 @@ def parse_file_name(name: str) -> tuple[str, int] | None:
     return match["event_type"], int(match["version"])
 
 
-def schema_of(model: type[DomainEvent]) -> dict[str, Any]:
+def schema_of(model: type[EventPayload]) -> dict[str, Any]:
     """The JSON Schema of `model`'s payload."""
     return model.model_json_schema()
 
