@@ -122,6 +122,17 @@ test: install lint ## Everything CI runs: lint, types, the whole pytest suite
 test-unit: $(STAMP) $(GRPC_STUBS) ## Unit tests only (no backends)
 	$(BIN)/pytest -m "not integration and not e2e"
 
+# Benchmarks (bench/, see README "Benchmarks"): not part of `make test`. They
+# load the stack hard: run them on a stack nobody is testing against.
+BENCH_SCALE ?= full
+BENCH_ONLY ?=
+BENCH_PROFILE ?=
+
+.PHONY: bench
+bench: $(STAMP) $(GRPC_STUBS) ## Benchmarks against raw baselines (BENCH_SCALE=small|full BENCH_ONLY=phases BENCH_PROFILE=services)
+	$(BIN)/python -m bench --scale $(BENCH_SCALE) \
+		$(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(BENCH_PROFILE),--profile $(BENCH_PROFILE))
+
 .PHONY: stack-start stack-stop stack-status
 stack-start: install ## Start Kafka, OpenSearch, moto and Redis as local processes
 	@$(STACK) start

@@ -1,0 +1,884 @@
+"""The phases of a run; each measures baseline and system alternately.
+
+Every round of a phase runs the raw baseline (A) and then Nova (B) on the
+same kind of data, so slow and fast moments of a noisy machine hit both; a
+figure is the median of the rounds' B/A ratios with their minimum and maximum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import grpc
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from opensearchpy import AsyncOpenSearch
+
+from nova_platform.auth.dev_token import issue
+from nova_platform.aws import client_kwargs, session
+from nova_platform.resources import (
+    ensure_table,
+    event_store_table,
+    read_model_table,
+    search_index_body,
+)
+from nova_platform.settings import NovaSettings
+from nova_query_api.grpc_gen import query_pb2, query_pb2_grpc
+
+from . import data, domain, raw
+from .empty import GRPC_METHOD
+from .environment import index_settings
+from .harness import Harness, free_port, metric, scrape
+from .load import Run, closed_loop, open_loop
+from .results import Figure, Results, Scale
+from .stats import Spread, meets, percentile, rate_from_progress, ratios
+
+if TYPE_CHECKING:
+    from processes import RunningService
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+logger = logging.getLogger(__name__)
+
+SEED = 20260101
+USER = UUID("5e1f0b6a-3c1d-4f7e-9a2b-000000000b01")
+PIPELINE = (
+    "command-api",
+    "relay",
+    "projector-readmodel",
+    "projector-search",
+    "query-api",
+)
+LAG_POLL_S = 0.02
+SEARCH_POLL_S = 0.05
+DRAIN_TIMEOUT_S = 120.0
+
+
+def ratio_figure(
+    name: str,
+    goal: float,
+    systems: list[float],
+    baselines: list[float],
+    note: str = "",
+    *,
+    at_least: bool = True,
+) -> Figure:
+    spread = Spread.of(ratios(systems, baselines))
+    sign = ">=" if at_least else "<="
+    return Figure(
+        name,
+        f"{sign} {goal:g} x",
+        spread,
+        "x",
+        meets(spread.median, goal, at_least=at_least),
+        note,
+    )
+
+
+def median(runs: dict[str, list[float]], prefix: str) -> float:
+    """The median throughput of the run whose name starts with `prefix`."""
+    for name, values in runs.items():
+        if name.startswith(prefix):
+            return statistics.median(values)
+    return math.nan
+
+
+def flat(lists: list[list[str]]) -> list[str]:
+    return [x for part in lists for x in part]
+
+
+def _check(run: Run, what: str, results: Results) -> None:
+    if run.errors:
+        results.notes.append(
+            f"{what}: {run.errors} of {run.errors + run.count} calls failed, "
+            f"first: {run.first_error}"
+        )
+
+
+class Bench:
+    """One run: the harness, the scale, what has been measured so far."""
+
+    def __init__(self, harness: Harness, scale: Scale, results: Results) -> None:
+        self.h = harness
+        self.scale = scale
+        self.results = results
+        self.token = issue(USER, "audio:read audio:write", harness.jwt_secret, 4 * 3600)
+        self.auth = {"Authorization": f"Bearer {self.token}"}
+        self.http = httpx.AsyncClient(
+            timeout=30,
+            limits=httpx.Limits(max_connections=4 * scale.concurrency),
+        )
+        self._seed = SEED
+        self.command_peak = math.nan
+
+    def seed(self) -> int:
+        """A fresh fixed seed: the same sequence of seeds in every run."""
+        self._seed += 1
+        return self._seed
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    # === In process ===
+
+    def domain(self) -> None:
+        lives = domain.lives(self.scale.domain_lives, self.seed())
+        domain.time_nova(lives[:50])  # imports and caches warm, untimed
+        domain.time_library(lives[:50])
+        ours, theirs = [], []
+        for _ in range(self.scale.pairs):
+            theirs.append(domain.time_library(lives))
+            ours.append(domain.time_nova(lives))
+            self.results.add_run("eventsourcing library, audio lives", theirs[-1])
+            self.results.add_run("Nova domain + item mapper, audio lives", ours[-1])
+        self.results.figures.append(
+            ratio_figure(
+                "in-process domain overhead vs `eventsourcing` (audio lives/s)",
+                1.0,
+                ours,
+                theirs,
+                "create, 2 loads, 4 events, 3 saves, final load; both serialise",
+            )
+        )
+
+    # === Commands: throughput, growth, latency ===
+
+    def _create(self, api: str) -> Callable[[str], Awaitable[object]]:
+        url = f"{api}/commands/audio"
+
+        async def create(key: str) -> str:
+            response = await self.http.post(
+                url, json={"s3_key": key, "title": "Bench meeting"}, headers=self.auth
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+            audio_id: str = response.json()["audio_id"]
+            return audio_id
+
+        return create
+
+    @staticmethod
+    def _putter(
+        ddb: DynamoDBClient, table: str
+    ) -> Callable[[raw.Item], Awaitable[object]]:
+        async def put(item: raw.Item) -> None:
+            await raw.raw_put(ddb, table, item)
+
+        return put
+
+    async def _fresh_event_table(self, ddb: DynamoDBClient, tag: str) -> str:
+        spec = event_store_table(self.h.settings(tag))
+        await ensure_table(ddb, spec)
+        return str(spec["TableName"])
+
+    def _raw_items(self, count: int) -> list[raw.Item]:
+        return list(data.event_items(count, self.seed(), USER))
+
+    async def commands(self) -> None:
+        s, res, mon = self.scale, self.results, self.h.monitor
+        mon.phase("commands: preload")
+        small = await self.h.resources("c")
+        large = await self.h.resources("g")
+        n, pairs, sizes = s.command_requests, s.pairs, s.store_sizes
+        small_keys = iter(f"audio/{USER}/c-{i:07d}.wav" for i in range(10**7))
+        large_keys = iter(f"audio/{USER}/g-{i:07d}.wav" for i in range(10**7))
+
+        def take(keys: Any, count: int) -> list[str]:
+            return [next(keys) for _ in range(count)]
+
+        aws = session()
+        async with (
+            aws.client("dynamodb", **client_kwargs(small)) as ddb,
+            aws.client("s3", **client_kwargs(small)) as s3,
+        ):
+            warm_small, warm_large = take(small_keys, 20), take(large_keys, 20)
+            small_runs = [take(small_keys, n) for _ in range(pairs)]
+            large_runs = [take(large_keys, n) for _ in range(pairs)]
+            points = [take(large_keys, s.growth_requests) for _ in sizes]
+            await data.put_objects(
+                s3, small.audio_bucket, warm_small + flat(small_runs)
+            )
+            await data.put_objects(
+                s3,
+                large.audio_bucket,
+                warm_large + flat(large_runs) + flat(points),
+            )
+            await data.batch_load(
+                ddb, small.event_store_table, data.event_items(sizes[0], 1, USER)
+            )
+            api_small = self.h.start(["command-api"], small, label="@small")
+            api_large = self.h.start(["command-api"], large, label="@large")
+            create_small = self._create(api_small["command-api"].url)
+            create_large = self._create(api_large["command-api"].url)
+            # Untimed: connections, token verification and pools warm up.
+            await closed_loop(create_small, warm_small, s.concurrency)
+            await closed_loop(create_large, warm_large, s.concurrency)
+
+            growth: list[dict[str, float]] = []
+            loaded = 0
+            for size, keys in zip(sizes, points, strict=True):
+                mon.phase(f"growth: load to {size} events")
+                started = time.monotonic()
+                loaded += await data.batch_load(
+                    ddb,
+                    large.event_store_table,
+                    data.event_items(size - loaded, 1000 + size, USER),
+                )
+                res.notes.append(
+                    f"growth store loaded to {size} events by BatchWriteItem in "
+                    f"{time.monotonic() - started:.0f} s (untimed)"
+                )
+                mon.phase(f"growth: measure at {size} events")
+                system = await closed_loop(create_large, keys, s.concurrency)
+                _check(system, f"create at {size} events", res)
+                baseline = await closed_loop(
+                    self._putter(ddb, large.event_store_table),
+                    self._raw_items(s.growth_requests),
+                    s.concurrency,
+                )
+                growth.append(
+                    {
+                        "events": float(size),
+                        "system": system.throughput,
+                        "raw_put": baseline.throughput,
+                    }
+                )
+            res.series["growth"] = growth
+
+            mon.phase("commands: throughput rounds")
+            raw_tp, small_tp, large_tp = [], [], []
+            for round_ in range(pairs):
+                table = await self._fresh_event_table(ddb, f"r{round_}")
+                baseline = await closed_loop(
+                    self._putter(ddb, table), self._raw_items(n), s.concurrency
+                )
+                system = await closed_loop(
+                    create_small, small_runs[round_], s.concurrency
+                )
+                grown = await closed_loop(
+                    create_large, large_runs[round_], s.concurrency
+                )
+                for run, what in ((system, "create"), (grown, "create (large)")):
+                    _check(run, what, res)
+                raw_tp.append(baseline.throughput)
+                small_tp.append(system.throughput)
+                large_tp.append(grown.throughput)
+                res.add_run("raw_put (closed loop)", baseline.throughput)
+                res.add_run(f"REST create, {sizes[0]} events stored", system.throughput)
+                res.add_run(f"REST create, {sizes[-1]} events stored", grown.throughput)
+            res.figures.append(
+                ratio_figure(
+                    "command throughput (REST create, single-event append)",
+                    0.5,
+                    small_tp,
+                    raw_tp,
+                    f"{statistics.median(small_tp):.0f}/s vs raw_put "
+                    f"{statistics.median(raw_tp):.0f}/s, {s.concurrency} in flight",
+                )
+            )
+            res.figures.append(
+                ratio_figure(
+                    f"growth: throughput with {sizes[-1]:,} events stored vs "
+                    f"{sizes[0]:,}",
+                    0.8,
+                    large_tp,
+                    small_tp,
+                    "store preloaded by BatchWriteItem (untimed)",
+                )
+            )
+            self.h.stop(api_large.values())
+            await ddb.delete_table(TableName=large.event_store_table)
+
+            self.command_peak = statistics.median(small_tp)
+            rate = self.command_peak / 2
+            count = max(1, int(rate * s.latency_seconds))
+            mon.phase("commands: latency preload")
+            latency_runs = [take(small_keys, count) for _ in range(pairs)]
+            await data.put_objects(s3, small.audio_bucket, flat(latency_runs))
+            mon.phase("commands: open-loop latency")
+            raw_p99, sys_p99 = [], []
+            raw_all: list[float] = []
+            sys_all: list[float] = []
+            for round_ in range(pairs):
+                table = await self._fresh_event_table(ddb, f"l{round_}")
+                baseline = await open_loop(
+                    self._putter(ddb, table), self._raw_items(count), rate
+                )
+                system = await open_loop(create_small, latency_runs[round_], rate)
+                _check(system, "create (open loop)", res)
+                raw_p99.append(baseline.p(99))
+                sys_p99.append(system.p(99))
+                raw_all += baseline.latencies_s
+                sys_all += system.latencies_s
+            self.h.stop(api_small.values())
+        res.series["latency"] = {
+            "rate_per_s": rate,
+            "raw_put": raw_all,
+            "REST create": sys_all,
+        }
+        bound = 2 * statistics.median(raw_p99) + 0.005
+        spread = Spread.of(ratios(sys_p99, raw_p99))
+        res.figures.append(
+            Figure(
+                "command latency p99 at half of peak, open loop",
+                "<= 2 x raw_put p99 + 5 ms",
+                spread,
+                "x",
+                statistics.median(sys_p99) <= bound,
+                f"p99 {statistics.median(sys_p99) * 1000:.1f} ms vs raw_put "
+                f"{statistics.median(raw_p99) * 1000:.1f} ms (bound "
+                f"{bound * 1000:.1f} ms) at {rate:.0f}/s; p50 "
+                f"{percentile(sys_all, 50) * 1000:.1f} vs "
+                f"{percentile(raw_all, 50) * 1000:.1f} ms",
+            )
+        )
+
+    # === Pipeline: lag, queries, search ===
+
+    async def pipeline(self) -> None:
+        s, res, mon = self.scale, self.results, self.h.monitor
+        rate = self.command_peak / 2 if math.isfinite(self.command_peak) else 20.0
+        mon.phase("pipeline: preload")
+        p = await self.h.resources("p")
+        count = max(10, int(rate * s.lag_seconds))
+        warm = 20
+        keys = [f"audio/{USER}/p-{i:07d}.wav" for i in range(count + warm)]
+        aws = session()
+        async with (
+            aws.client("dynamodb", **client_kwargs(p)) as ddb,
+            aws.client("s3", **client_kwargs(p)) as s3,
+        ):
+            await data.put_objects(s3, p.audio_bucket, keys)
+            running = self.h.start(PIPELINE, p)
+            search = AsyncOpenSearch(hosts=[p.opensearch_url])
+            try:
+                res.settings.update(await index_settings(search, p.search_alias))
+                create = self._create(running["command-api"].url)
+                ids = await self._lag(ddb, search, p, create, keys[:warm], rate, 0)
+                mon.phase("pipeline: lag (open loop, every service running)")
+                ids += await self._lag(ddb, search, p, create, keys[warm:], rate, 1)
+                self.h.stop(running[n] for n in PIPELINE if n != "query-api")
+                mon.phase("pipeline: queries")
+                await self._queries(ddb, search, p, running["query-api"], ids)
+            finally:
+                await search.close()
+                self.h.stop(running.values())
+
+    async def _lag(
+        self,
+        ddb: DynamoDBClient,
+        search: AsyncOpenSearch,
+        p: NovaSettings,
+        create: Callable[[str], Awaitable[object]],
+        keys: list[str],
+        rate: float,
+        record: int,
+    ) -> list[str]:
+        """Send `keys` open loop at `rate`; poll the read model and the index
+        for each acknowledged audio. `record` 0 is the untimed warm-up."""
+        acked: dict[str, float] = {}
+        visible: dict[str, float] = {}
+        searchable: dict[str, float] = {}
+        sending = True
+
+        async def send(key: str) -> None:
+            audio_id = await create(key)
+            acked[str(audio_id)] = time.perf_counter()
+
+        async def poll_read_model() -> None:
+            table = p.read_model_table
+            while sending or len(visible) < len(acked):
+                pending = [a for a in acked if a not in visible][:100]
+                if pending:
+                    asked = time.perf_counter()
+                    found = await ddb.batch_get_item(
+                        RequestItems={
+                            table: {
+                                "Keys": [
+                                    {"pk": {"S": f"AUDIO#{a}"}, "sk": {"S": "METADATA"}}
+                                    for a in pending
+                                ],
+                                "ProjectionExpression": "pk",
+                            }
+                        }
+                    )
+                    # Seen somewhere between asking and the answer: the middle.
+                    seen = (asked + time.perf_counter()) / 2
+                    for item in found.get("Responses", {}).get(table, []):
+                        visible.setdefault(item["pk"]["S"].removeprefix("AUDIO#"), seen)
+                await asyncio.sleep(LAG_POLL_S)
+
+        async def poll_index() -> None:
+            while sending or len(searchable) < len(acked):
+                pending = [a for a in acked if a not in searchable][:500]
+                if pending:
+                    asked = time.perf_counter()
+                    found = await search.search(
+                        index=p.search_alias,
+                        body={
+                            "size": len(pending),
+                            "_source": False,
+                            "query": {"ids": {"values": pending}},
+                        },
+                    )
+                    seen = (asked + time.perf_counter()) / 2
+                    for hit in found["hits"]["hits"]:
+                        searchable.setdefault(hit["_id"], seen)
+                await asyncio.sleep(SEARCH_POLL_S)
+
+        pollers = asyncio.gather(poll_read_model(), poll_index())
+        start = time.perf_counter()
+        try:
+            run = await open_loop(send, keys, rate)
+        finally:
+            sending = False
+        try:
+            await asyncio.wait_for(pollers, DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            self.results.notes.append(
+                f"lag: {len(acked) - len(visible)} audios never reached the read "
+                f"model and {len(acked) - len(searchable)} the index within "
+                f"{DRAIN_TIMEOUT_S:.0f} s"
+            )
+        _check(run, "create (lag run)", self.results)
+        if record:
+            self._lag_figures(acked, visible, searchable, start)
+        return list(acked)
+
+    def _lag_figures(
+        self,
+        acked: dict[str, float],
+        visible: dict[str, float],
+        searchable: dict[str, float],
+        start: float,
+    ) -> None:
+        res, pairs = self.results, self.scale.pairs
+        ordered = sorted(acked.items(), key=lambda kv: kv[1])
+        lags = {
+            "read_model_s": [
+                (at - start, visible.get(a, math.nan) - at) for a, at in ordered
+            ],
+            "search_s": [
+                (at - start, searchable.get(a, math.nan) - at) for a, at in ordered
+            ],
+        }
+        res.series["lag"] = [
+            {"acked_s": t, "read_model_s": rm, "search_s": os_}
+            for (t, rm), (_, os_) in zip(
+                lags["read_model_s"], lags["search_s"], strict=True
+            )
+        ]
+        span = max((t for t, _ in lags["read_model_s"]), default=0.0) or 1.0
+
+        def windows(field: str, q: float) -> list[float]:
+            found = []
+            for w in range(pairs):
+                low, high = span * w / pairs, span * (w + 1) / pairs
+                values = [
+                    lag
+                    for t, lag in lags[field]
+                    if low <= t <= high and not math.isnan(lag)
+                ]
+                found.append(percentile(values, q) * 1000)
+            return found
+
+        refresh_ms = float(res.settings.get("search_refresh_interval_ms", 1000))
+        for name, field, q, goal, poll in (
+            (
+                "lag command ack -> read model, p50",
+                "read_model_s",
+                50,
+                50.0,
+                LAG_POLL_S,
+            ),
+            (
+                "lag command ack -> read model, p99",
+                "read_model_s",
+                99,
+                250.0,
+                LAG_POLL_S,
+            ),
+            (
+                "lag command ack -> searchable, p99",
+                "search_s",
+                99,
+                refresh_ms + 250,
+                SEARCH_POLL_S,
+            ),
+        ):
+            spread = Spread.of(windows(field, q))
+            every = [lag for _, lag in lags[field] if not math.isnan(lag)]
+            whole = percentile(every, q) * 1000
+            res.figures.append(
+                Figure(
+                    name,
+                    f"<= {goal:.0f} ms",
+                    spread,
+                    "ms",
+                    meets(whole, goal, at_least=False),
+                    f"whole run {whole:.0f} ms over {len(every)} audios; "
+                    f"[min, max] of {pairs} time windows; polled every "
+                    f"{poll * 1000:.0f} ms",
+                )
+            )
+
+    async def _queries(
+        self,
+        ddb: DynamoDBClient,
+        search: AsyncOpenSearch,
+        p: NovaSettings,
+        query_api: RunningService,
+        ids: list[str],
+    ) -> None:
+        s, res = self.scale, self.results
+        rng = random.Random(self.seed())
+        docs = data.search_documents(s.search_docs, self.seed(), USER)
+        for start in range(0, len(docs), 500):
+            await raw.raw_bulk(search, p.search_alias, docs[start : start + 500])
+        await search.indices.refresh(index=p.search_alias)
+        picks = [rng.choice(ids) for _ in range(s.query_requests)]
+        words = [rng.choice(data.WORDS) for _ in range(s.query_requests)]
+        table = p.read_model_table
+        base = query_api.url
+
+        async def rest_get(audio_id: str) -> None:
+            response = await self.http.get(
+                f"{base}/queries/audio/{audio_id}", headers=self.auth
+            )
+            response.raise_for_status()
+
+        async def rest_search(word: str) -> None:
+            response = await self.http.get(
+                f"{base}/queries/search", params={"q": word}, headers=self.auth
+            )
+            response.raise_for_status()
+
+        async def raw_get(audio_id: str) -> None:
+            await raw.raw_get(
+                ddb, table, {"pk": {"S": f"AUDIO#{audio_id}"}, "sk": {"S": "METADATA"}}
+            )
+
+        async def raw_search(word: str) -> None:
+            await raw.raw_search(search, p.search_alias, word)
+
+        empty_http, empty_grpc = free_port(), free_port()
+        servers = self.h.start_empty(empty_http, empty_grpc)
+        metadata = (("authorization", f"Bearer {self.token}"),)
+        try:
+            async with (
+                grpc.aio.insecure_channel(
+                    f"127.0.0.1:{query_api.grpc_port}"
+                ) as channel,
+                grpc.aio.insecure_channel(f"127.0.0.1:{empty_grpc}") as empty,
+            ):
+                stub = query_pb2_grpc.QueryServiceStub(channel)
+                call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = (
+                    empty.unary_unary(GRPC_METHOD)
+                )
+
+                async def grpc_get(audio_id: str) -> None:
+                    await stub.GetAudio(
+                        query_pb2.GetAudioRequest(audio_id=audio_id),
+                        metadata=metadata,
+                        timeout=10,
+                    )
+
+                async def empty_call(_: str) -> None:
+                    await raw.raw_grpc(call)
+
+                async def empty_route(_: str) -> None:
+                    await raw.raw_http(
+                        self.http, f"http://127.0.0.1:{empty_http}/empty"
+                    )
+
+                # Untimed: the cache holds every item, as it does for hot reads.
+                await closed_loop(rest_get, ids, s.concurrency)
+                runs: list[
+                    tuple[str, Callable[[str], Awaitable[object]], list[str]]
+                ] = [
+                    ("raw_get", raw_get, picks),
+                    ("query by id, REST", rest_get, picks),
+                    ("query by id, gRPC", grpc_get, picks),
+                    ("raw_http (empty FastAPI route)", empty_route, picks),
+                    ("raw_grpc (empty unary call)", empty_call, picks),
+                    ("raw_search", raw_search, words),
+                    ("search, REST", rest_search, words),
+                ]
+                for _ in range(s.pairs):
+                    for name, fn, payloads in runs:
+                        run = await closed_loop(fn, payloads, s.concurrency)
+                        _check(run, name, res)
+                        res.add_run(name, run.throughput)
+        finally:
+            self.h.stop_empty(servers)
+        r = res.runs
+        res.figures += [
+            ratio_figure(
+                "query by id, REST",
+                0.6,
+                r["query by id, REST"],
+                r["raw_get"],
+                f"Redis cache warm; raw_http floor {median(r, 'raw_http'):.0f}/s",
+            ),
+            ratio_figure(
+                "query by id, gRPC",
+                0.7,
+                r["query by id, gRPC"],
+                r["raw_get"],
+                f"Redis cache warm; raw_grpc floor {median(r, 'raw_grpc'):.0f}/s",
+            ),
+            ratio_figure(
+                "search (REST) vs one match query",
+                0.6,
+                r["search, REST"],
+                r["raw_search"],
+                f"{s.search_docs} transcripts; Nova's query adds a user filter, "
+                "two match fields and highlighting",
+            ),
+        ]
+
+    # === Projector catch-up ===
+
+    async def catchup(self) -> None:
+        s, res = self.scale, self.results
+        messages = data.created_messages(s.catchup_events, self.seed(), USER)
+        raw_rm, sys_rm, raw_os, sys_os = [], [], [], []
+        for round_ in range(s.pairs):
+            rates = await self._catchup_round(round_, messages)
+            for name, value in zip(
+                (
+                    "raw consume + PutItem",
+                    "projector-readmodel catch-up",
+                    "raw consume + bulk",
+                    "projector-search catch-up",
+                ),
+                rates,
+                strict=True,
+            ):
+                res.add_run(name, value)
+            raw_rm.append(rates[0])
+            sys_rm.append(rates[1])
+            raw_os.append(rates[2])
+            sys_os.append(rates[3])
+        peak = [self.command_peak] * s.pairs
+        note = f"{s.catchup_events} AudioCreated records in the topic"
+        res.figures += [
+            ratio_figure(
+                "projector catch-up, read model vs raw", 0.7, sys_rm, raw_rm, note
+            ),
+            ratio_figure(
+                "projector catch-up, search vs raw", 0.7, sys_os, raw_os, note
+            ),
+            ratio_figure(
+                "projector catch-up, read model vs command rate",
+                3.0,
+                sys_rm,
+                peak,
+                f"command peak {self.command_peak:.0f}/s",
+            ),
+            ratio_figure(
+                "projector catch-up, search vs command rate",
+                3.0,
+                sys_os,
+                peak,
+                f"command peak {self.command_peak:.0f}/s",
+            ),
+        ]
+
+    async def _catchup_round(
+        self, round_: int, messages: list[raw.Message]
+    ) -> tuple[float, float, float, float]:
+        """Raw and projector rates of one round: read model, then search."""
+        mon = self.h.monitor
+        mon.phase("catch-up: prefill")
+        k = await self.h.resources(f"k{round_}")
+        producer = raw.new_producer(k.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            await raw.raw_produce(producer, k.events_topic, messages)
+        finally:
+            await producer.stop()
+        async with session().client("dynamodb", **client_kwargs(k)) as ddb:
+            raw_table = f"{k.read_model_table}-raw"
+            await ensure_table(ddb, read_model_table(k, raw_table))
+
+            async def write_items(records: list[Any]) -> None:
+                items = [raw.read_model_item(r.value) for r in records]
+                await raw.raw_put_items(ddb, raw_table, items)
+
+            mon.phase("catch-up: read model")
+            raw_rm = await self._raw_catchup(k, "bench-raw-rm", write_items)
+            sys_rm = await self._service_catchup(k, "projector-readmodel")
+        search = AsyncOpenSearch(hosts=[k.opensearch_url])
+        try:
+            raw_index = f"{k.search_alias}-raw"
+            await search.indices.create(index=raw_index, body=search_index_body())
+
+            async def write_docs(records: list[Any]) -> None:
+                docs = [raw.search_document(r.value) for r in records]
+                await raw.raw_bulk(search, raw_index, docs)
+
+            mon.phase("catch-up: search")
+            raw_os = await self._raw_catchup(k, "bench-raw-os", write_docs)
+            sys_os = await self._service_catchup(k, "projector-search")
+        finally:
+            await search.close()
+        return raw_rm, sys_rm, raw_os, sys_os
+
+    async def _raw_catchup(
+        self,
+        k: NovaSettings,
+        group: str,
+        write: Callable[[list[Any]], Awaitable[None]],
+    ) -> float:
+        consumer = raw.new_consumer(
+            k.kafka_bootstrap_servers, k.events_topic, f"{group}-{k.resource_suffix}"
+        )
+        await consumer.start()
+        try:
+            progress = await raw.raw_consume(consumer, self.scale.catchup_events, write)
+        finally:
+            await consumer.stop()
+        return rate_from_progress(progress)
+
+    async def _service_catchup(self, k: NovaSettings, name: str) -> float:
+        """Start `name` on a full topic; its committed offsets are the progress."""
+        group = k.consumer_group(name)
+        admin = AIOKafkaAdminClient(bootstrap_servers=k.kafka_bootstrap_servers)
+        await admin.start()
+        running = self.h.start([name], k)
+        progress: list[tuple[float, int]] = []
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S * 3
+        try:
+            done = 0
+            while done < self.scale.catchup_events:
+                if time.monotonic() > deadline:
+                    self.results.notes.append(f"{name}: catch-up stopped at {done}")
+                    break
+                offsets = await admin.list_consumer_group_offsets(group)
+                done = sum(max(0, o.offset) for o in offsets.values())
+                if done and (not progress or progress[-1][1] != done):
+                    progress.append((time.monotonic(), done))
+                await asyncio.sleep(0.1)
+        finally:
+            self.h.stop(running.values())
+            await admin.close()
+        return rate_from_progress(progress)
+
+    # === Outbox ===
+
+    async def outbox(self) -> None:
+        s, res, mon = self.scale, self.results, self.h.monitor
+        n = s.outbox_events
+        messages = data.created_messages(n, self.seed(), USER)
+        reads, produces, naive, relayed = [], [], [], []
+        for round_ in range(s.pairs):
+            mon.phase("outbox: preload")
+            o = await self.h.resources(f"o{round_}")
+            aws = session()
+            async with (
+                aws.client("dynamodb", **client_kwargs(o)) as ddb,
+                aws.client("dynamodbstreams", **client_kwargs(o)) as streams,
+            ):
+                await data.batch_load(
+                    ddb, o.event_store_table, data.event_items(n, self.seed(), USER)
+                )
+                table = await ddb.describe_table(TableName=o.event_store_table)
+                arn = table["Table"]["LatestStreamArn"]
+                raw_topic = f"bench-raw-{o.resource_suffix}"
+                admin = AIOKafkaAdminClient(bootstrap_servers=o.kafka_bootstrap_servers)
+                await admin.start()
+                try:
+                    await admin.create_topics([NewTopic(raw_topic, 3, 1)])
+                finally:
+                    await admin.close()
+                mon.phase("outbox: raw")
+                reads.append(
+                    rate_from_progress(await raw.raw_stream_read(streams, arn, n))
+                )
+                producer = raw.new_producer(o.kafka_bootstrap_servers)
+                await producer.start()
+                try:
+                    produces.append(
+                        rate_from_progress(
+                            await raw.raw_produce(producer, raw_topic, messages)
+                        )
+                    )
+                    naive.append(
+                        rate_from_progress(
+                            await raw.raw_outbox(streams, arn, producer, raw_topic, n)
+                        )
+                    )
+                finally:
+                    await producer.stop()
+            mon.phase("outbox: relay")
+            relayed.append(await self._relay(o, n))
+            for name, value in (
+                ("raw stream read (GetRecords)", reads[-1]),
+                ("raw_produce", produces[-1]),
+                ("raw read-then-produce", naive[-1]),
+                (
+                    "relay, 20k backlog" if n == 20_000 else f"relay, {n} backlog",
+                    relayed[-1],
+                ),
+            ):
+                res.add_run(name, value)
+        bounded = [min(a, b) for a, b in zip(reads, produces, strict=True)]
+        res.figures.append(
+            ratio_figure(
+                f"outbox publication of a {n:,} backlog",
+                0.7,
+                relayed,
+                bounded,
+                f"baseline min(raw_produce {statistics.median(produces):.0f}/s, "
+                f"stream read {statistics.median(reads):.0f}/s); "
+                f"read-then-produce {statistics.median(naive):.0f}/s",
+            )
+        )
+
+    async def _relay(self, o: NovaSettings, expected: int) -> float:
+        running = self.h.start(["relay"], o)
+        url = running["relay"].url + "/metrics"
+        progress: list[tuple[float, int]] = []
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S * 3
+        try:
+            done = 0
+            while done < expected and time.monotonic() < deadline:
+                page = await asyncio.to_thread(scrape, url)
+                done = int(metric(page, "nova_relay_published_events_total"))
+                if done and (not progress or progress[-1][1] != done):
+                    progress.append((time.monotonic(), done))
+                await asyncio.sleep(0.1)
+            if done < expected:
+                self.results.notes.append(f"relay: published {done} of {expected}")
+        finally:
+            self.h.stop(running.values())
+        return rate_from_progress(progress)
+
+    # === Encryption (issue 10) ===
+
+    def encryption(self) -> None:
+        """Hook for the cost of crypto-shredding (issue 10), not measured yet.
+
+        When personal fields are encrypted, run `commands()` and `catchup()`
+        twice per round, with the services' encryption switched off and on
+        (through the extra environment `Harness.start` takes), and report
+        on/off throughput ratios here: on the command path and on catch-up.
+        """
+        self.results.figures.append(
+            Figure(
+                "encryption cost (command path, projector catch-up)",
+                "reported, no goal yet",
+                Spread.of([]),
+                "x",
+                None,
+                "not measured: crypto-shredding (issue 10) is not merged yet",
+            )
+        )
