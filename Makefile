@@ -133,6 +133,15 @@ bench: $(STAMP) $(GRPC_STUBS) ## Benchmarks against raw baselines (BENCH_SCALE=s
 	$(BIN)/python -m bench --scale $(BENCH_SCALE) \
 		$(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(BENCH_PROFILE),--profile $(BENCH_PROFILE))
 
+# Fault tests (tests/faults/, see README "Fault tests"): not part of `make test`
+# (which runs a short version). They SIGKILL the broker, so they start a stack
+# of their own (.nova/faults/stack, Kafka on 39092) and stop it afterwards.
+FAULT_CYCLES ?= 30
+
+.PHONY: faults
+faults: $(STAMP) $(GRPC_STUBS) ## Kill services and the broker under load, then check the invariants (FAULT_CYCLES=30)
+	$(BIN)/python -m tests.faults --cycles $(FAULT_CYCLES)
+
 .PHONY: stack-start stack-stop stack-status
 stack-start: install ## Start Kafka, OpenSearch, moto and Redis as local processes
 	@$(STACK) start
