@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nova_platform.personal import DEV_MASTER_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / "deploy" / "local" / "stack.py"
 ENDPOINT_VARS = (
@@ -48,6 +50,8 @@ class Backends:
             "NOVA_AWS_ENDPOINT_URL": self.aws_endpoint_url,
             "NOVA_OPENSEARCH_URL": self.opensearch_url,
             "NOVA_REDIS_URL": self.redis_url,
+            # Like the fake AWS credentials: what every service needs to start.
+            "NOVA_MASTER_KEY": os.environ.get("NOVA_MASTER_KEY", DEV_MASTER_KEY),
             **{k: os.environ.get(k, v) for k, v in FAKE_AWS.items()},
         }
 

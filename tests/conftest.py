@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nova_platform.personal import DEV_MASTER_KEY
 from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
@@ -45,6 +46,7 @@ async def settings(backends: Backends, run_id: str) -> NovaSettings:
         redis_url=backends.redis_url,
         resource_suffix=run_id,
         jwt_secret=JWT_SECRET,
+        master_key=backends.env().get("NOVA_MASTER_KEY", DEV_MASTER_KEY),
     )
     await ensure_all(configured)
     return configured

@@ -23,12 +23,16 @@ async def test_init_is_idempotent_and_matches_the_seed(settings: NovaSettings) -
         read_model = (await ddb.describe_table(TableName=settings.read_model_table))[
             "Table"
         ]
+        user_keys = (await ddb.describe_table(TableName=settings.user_keys_table))[
+            "Table"
+        ]
     assert [k["AttributeName"] for k in store["KeySchema"]] == ["pk", "sk"]
     assert [i["IndexName"] for i in store["GlobalSecondaryIndexes"]] == ["gsi1"]
     assert store["StreamSpecification"]["StreamViewType"] == "NEW_IMAGE"
     assert [i["IndexName"] for i in read_model["GlobalSecondaryIndexes"]] == [
         "gsi1-user-audio"
     ]
+    assert [k["AttributeName"] for k in user_keys["KeySchema"]] == ["pk"]
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()

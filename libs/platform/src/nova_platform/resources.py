@@ -113,6 +113,11 @@ def relay_lease_table(settings: NovaSettings) -> dict[str, Any]:
     return _single_key_table(settings.relay_lease_table)
 
 
+def user_keys_table(settings: NovaSettings) -> dict[str, Any]:
+    """Each user's wrapped data key, or its erasure's tombstone (`user_keys`)."""
+    return _single_key_table(settings.user_keys_table)
+
+
 def idempotency_table(settings: NovaSettings) -> dict[str, Any]:
     """Responses of commands sent with `Idempotency-Key`, expiring by TTL."""
     return _single_key_table(settings.idempotency_table)
@@ -168,6 +173,7 @@ async def ensure_tables(settings: NovaSettings) -> None:
             parking_table(settings),
             idempotency_table(settings),
             webhooks_table(settings),
+            user_keys_table(settings),
         )
         for spec in specs:
             await ensure_table(ddb, spec)

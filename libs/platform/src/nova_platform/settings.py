@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -73,6 +75,23 @@ class NovaSettings(BaseSettings):
         description="let webhooks reach loopback and private addresses (development)",
     )
 
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="development: base64 of 32 random bytes that wrap every "
+        "user's data key; or set kms_key_id",
+    )
+    kms_key_id: str | None = Field(
+        default=None,
+        description="the KMS key (id, ARN or alias) that wraps every user's "
+        "data key (production)",
+    )
+    key_cache_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long a process keeps a user's data key, or its "
+        "erasure, before reading it again",
+    )
+
     @model_validator(mode="after")
     def _kafka_sign_in_is_complete(self) -> Self:
         sasl = self.kafka_security_protocol.startswith("SASL_")
@@ -96,6 +115,18 @@ class NovaSettings(BaseSettings):
                 "NOVA_KAFKA_SSL_CAFILE needs NOVA_KAFKA_SECURITY_PROTOCOL=SSL "
                 "or SASL_SSL"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_key_wrapper(self) -> Self:
+        if self.master_key is not None and self.kms_key_id:
+            raise ValueError(
+                "set either NOVA_MASTER_KEY (development) or NOVA_KMS_KEY_ID "
+                "(production), not both: each wraps the users' data keys its "
+                "own way"
+            )
+        if self.master_key is not None:
+            master_key_bytes(self.master_key.get_secret_value())
         return self
 
     def _named(self, base: str) -> str:
@@ -136,6 +167,11 @@ class NovaSettings(BaseSettings):
         return self._named("nova-webhooks")
 
     @property
+    def user_keys_table(self) -> str:
+        """Each user's data key, wrapped, or the tombstone of its erasure."""
+        return self._named("nova-user-keys")
+
+    @property
     def audio_bucket(self) -> str:
         return self._named("nova-audio")
 
@@ -157,3 +193,18 @@ class NovaSettings(BaseSettings):
 
     def consumer_group(self, service: str) -> str:
         return self._named(f"nova-{service}")
+
+
+def master_key_bytes(value: str) -> bytes:
+    """The 32 bytes `NOVA_MASTER_KEY` holds in base64; raises `ValueError`."""
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError(
+            "NOVA_MASTER_KEY must be 32 random bytes in base64 (44 characters); "
+            'make one with: python -c "import os, base64; '
+            'print(base64.b64encode(os.urandom(32)).decode())"'
+        )
+    return key
