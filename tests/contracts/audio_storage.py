@@ -128,6 +128,24 @@ class AudioStorageContract:
 
         assert await storage.head(key) is None
 
+    async def test_delete_prefix_removes_one_users_objects_only(
+        self, storage: AudioStorage, read_back: ReadBack
+    ) -> None:
+        user = uuid4()
+        mine = [f"audio/{user}/{n}.wav" for n in range(3)] + [f"audio/{user}/x/y.mp3"]
+        theirs = [f"audio/{user}0/a.wav", f"audio/{uuid4()}/b.wav"]
+        for key in mine + theirs:
+            await storage.put(key, io.BytesIO(b"audio"), 5, "audio/wav")
+
+        deleted = await storage.delete_prefix(f"audio/{user}/")
+
+        assert deleted == len(mine)
+        for key in mine:
+            assert await read_back(key) is None
+        for key in theirs:
+            assert await read_back(key) == b"audio"
+        assert await storage.delete_prefix(f"audio/{user}/") == 0
+
     async def test_a_large_object(
         self,
         storage: AudioStorage,

@@ -1,4 +1,8 @@
-"""Read access to the event store for consumers: gap repair and redrive."""
+"""Read access to the event store for consumers: gap repair and redrive.
+
+Given a `PersonalData`, the events come opened (personal fields decrypted, or
+erased); without one, as stored.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from uuid import UUID
 from nova_events import EventEnvelope
 
 from .event_items import from_item, sort_key
+from .personal import PersonalData
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -17,11 +22,16 @@ class DynamoDBEventReader:
     """One audio's stream from `nova-event-store`, every page of it."""
 
     def __init__(
-        self, client: DynamoDBClient, table_name: str, page_size: int | None = None
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        page_size: int | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._page_size = page_size
+        self._personal = personal
 
     async def get_events(
         self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
@@ -43,5 +53,8 @@ class DynamoDBEventReader:
             found.extend(from_item(item) for item in page.get("Items", []))
             last = page.get("LastEvaluatedKey")
             if not last:
-                return found
+                break
             request["ExclusiveStartKey"] = last
+        if self._personal is not None:
+            return await self._personal.open_all(found)
+        return found

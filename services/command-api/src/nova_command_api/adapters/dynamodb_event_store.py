@@ -9,6 +9,10 @@ An append after version N > 0 first reads item vN (strongly consistent): an
 item, once written, is never removed, so if it exists now it exists at the
 write, and an expected version the stream never reached is refused instead of
 leaving a gap. The read keeps a one-event commit a single-item write.
+
+Given a `PersonalData`, items hold each event's personal fields sealed with
+its owner's key; `get_events` and `get_events_by_type` open them, while
+`iter_events_by_type` (the relay's republish) yields the stored form as it is.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from uuid import UUID
 
 from botocore.exceptions import ClientError
 
-from nova_events import DomainEvent, EventEnvelope, EventMetadata
+from nova_events import EventEnvelope, EventMetadata, EventPayload
 from nova_platform.event_items import from_item, sort_key, to_item
 from nova_platform.event_reader import DynamoDBEventReader
+from nova_platform.personal import PersonalData
 
 from ..application.ports import ConcurrencyError, EventStoreUnavailableError
-from .envelopes import as_utc, new_envelopes, utc_now
+from .envelopes import as_utc, new_envelopes, stored_envelopes, utc_now
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -86,20 +91,24 @@ class DynamoDBEventStore:
         table_name: str,
         page_size: int | None = None,
         clock: Callable[[], datetime] = utc_now,
+        personal: PersonalData | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
         self._page_size = page_size
-        self._reader = DynamoDBEventReader(client, table_name, page_size)
+        self._reader = DynamoDBEventReader(client, table_name, page_size, personal)
         self._clock = clock
+        self._personal = personal
 
     async def append_events(
         self,
         aggregate_type: str,
         aggregate_id: UUID,
-        events: Sequence[DomainEvent],
+        events: Sequence[EventPayload],
         expected_version: int,
         metadata: EventMetadata,
+        *,
+        owner: UUID | None = None,
     ) -> list[EventEnvelope]:
         envelopes = new_envelopes(
             aggregate_type,
@@ -114,6 +123,7 @@ class DynamoDBEventStore:
                 f"one commit holds at most {MAX_TRANSACTION_ITEMS} events, "
                 f"got {len(envelopes)}"
             )
+        stored = await stored_envelopes(envelopes, self._personal, owner)
         stream = envelopes[0].stream_key
         try:
             if expected_version > 0 and not await self._has_version(
@@ -121,7 +131,7 @@ class DynamoDBEventStore:
             ):
                 actual = await self._current_version(stream)
                 raise ConcurrencyError(stream, expected_version, actual)
-            await self._write(envelopes)
+            await self._write(stored)
         except ClientError as exc:
             if _lost_the_race(exc):
                 actual = await self._current_version(stream)
@@ -179,6 +189,8 @@ class DynamoDBEventStore:
             found.append(from_item(item))
             if len(found) >= limit:
                 break
+        if self._personal is not None:
+            return await self._personal.open_all(found)
         return found
 
     async def iter_events_by_type(
@@ -188,7 +200,8 @@ class DynamoDBEventStore:
         until: datetime | None = None,
     ) -> AsyncIterator[EventEnvelope]:
         """Every event of `event_type` with `since <= occurred_at < until`
-        (either bound may be open), oldest first.
+        (either bound may be open), oldest first, as stored (sealed): the
+        relay republishes them untouched.
 
         Reads `gsi1` lazily, one page (`page_size` items, else 1 MB) at a time,
         so a range of any length is held one page at a time. The index is

@@ -47,6 +47,12 @@ class InMemoryAudioStorage:
     async def delete(self, key: str) -> None:
         self._objects.pop(key, None)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        doomed = [key for key in self._objects if key.startswith(prefix)]
+        for key in doomed:
+            del self._objects[key]
+        return len(doomed)
+
     @property
     def objects(self) -> dict[str, bytes]:
         """A copy of what is stored, key to content; for tests' assertions."""

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
 
-from nova_events import DomainEvent, EventEnvelope, EventMetadata
+from nova_events import EventEnvelope, EventMetadata, EventPayload
 
 from ..application.ports import ConcurrencyError, EventStore
 
@@ -36,13 +36,20 @@ class MeteredEventStore:
         self,
         aggregate_type: str,
         aggregate_id: UUID,
-        events: Sequence[DomainEvent],
+        events: Sequence[EventPayload],
         expected_version: int,
         metadata: EventMetadata,
+        *,
+        owner: UUID | None = None,
     ) -> list[EventEnvelope]:
         try:
             appended = await self._store.append_events(
-                aggregate_type, aggregate_id, events, expected_version, metadata
+                aggregate_type,
+                aggregate_id,
+                events,
+                expected_version,
+                metadata,
+                owner=owner,
             )
         except ConcurrencyError:
             self._conflicts.inc()

@@ -18,6 +18,7 @@ from ..application.storage import AudioStorageError, StoredObject
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import ObjectIdentifierTypeDef
 
 MiB = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * MiB
@@ -115,6 +116,37 @@ class S3AudioStorage:
             raise self._error("delete", key, exc) from exc
         except BotoCoreError as exc:
             raise self._error("delete", key, exc) from exc
+
+    async def delete_prefix(self, prefix: str) -> int:
+        # A listing page holds at most 1,000 keys, which is what one
+        # DeleteObjects takes; each page is deleted before the next is read.
+        deleted = 0
+        request: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        try:
+            while True:
+                page = await self._client.list_objects_v2(**request)
+                keys: list[ObjectIdentifierTypeDef] = [
+                    {"Key": o["Key"]} for o in page.get("Contents", [])
+                ]
+                if keys:
+                    answer = await self._client.delete_objects(
+                        Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
+                    )
+                    if failed := answer.get("Errors"):
+                        first = failed[0]
+                        raise AudioStorageError(
+                            "delete",
+                            self._bucket,
+                            str(first.get("Key", prefix)),
+                            str(first.get("Code", "unknown")),
+                        )
+                    deleted += len(keys)
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    return deleted
+                request["ContinuationToken"] = token
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("delete everything under", prefix, exc) from exc
 
     def _error(
         self, operation: str, key: str, exc: ClientError | BotoCoreError

@@ -77,3 +77,12 @@ class DeleteAudio:
     actor: Actor
     audio_id: UUID
     expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EraseUser:
+    """Erase every personal datum of `user_id`: their own account deletion,
+    or an admin's."""
+
+    actor: Actor
+    user_id: UUID

@@ -21,6 +21,7 @@ from typing import BinaryIO
 from uuid import UUID, uuid4, uuid5
 
 from nova_events import AUDIO_FILE, EventEnvelope, EventMetadata, decode_payload
+from nova_platform.personal import UserErasedError
 
 from ..domain.audio_file import AudioFile, ProcessingStatus
 from .commands import (
@@ -262,6 +263,9 @@ class AudioCommandHandler:
         audio = _rebuild(events)
         if audio.user_id != actor.user_id and not actor.is_admin:
             raise AudioNotFoundError(audio_id)
+        if events[0].erased:
+            # Its owner was erased: nothing is decided on an audio that is gone.
+            raise UserErasedError(UUID(str(events[0].data["user_id"])), None)
         return audio, events
 
     async def _committed(
@@ -283,6 +287,7 @@ class AudioCommandHandler:
             audio.get_uncommitted_events(),
             expected_version=audio.version,
             metadata=metadata,
+            owner=audio.user_id,
         )
         audio.mark_events_as_committed()
         logger.info(

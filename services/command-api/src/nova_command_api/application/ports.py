@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from nova_events import DomainEvent, EventEnvelope, EventMetadata
+from nova_events import EventEnvelope, EventMetadata, EventPayload
 
 # DynamoDB refuses items over 400 KB; keep room for the item's attribute names.
 MAX_EVENT_BYTES = 350_000
@@ -71,9 +71,11 @@ class EventStore(Protocol):
         self,
         aggregate_type: str,
         aggregate_id: UUID,
-        events: Sequence[DomainEvent],
+        events: Sequence[EventPayload],
         expected_version: int,
         metadata: EventMetadata,
+        *,
+        owner: UUID | None = None,
     ) -> list[EventEnvelope]:
         """Append `events` after `expected_version`, all or nothing.
 
@@ -82,13 +84,18 @@ class EventStore(Protocol):
         moved on, and also if it never reached `expected_version` (a version
         nobody read cannot be appended after: that would leave a gap). Raises
         `EventStoreUnavailableError` when the store is throttled; retry then.
+
+        `owner` is the user whose data key seals the events' personal fields
+        (the audio's owner); the returned envelopes are open. Raises
+        `nova_platform.personal.UserErasedError` when the owner was erased.
         """
         ...
 
     async def get_events(
         self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
     ) -> list[EventEnvelope]:
-        """Every event of the stream from `from_version` on, in version order."""
+        """Every event of the stream from `from_version` on, in version order,
+        opened (see `nova_platform.personal`)."""
         ...
 
     async def get_events_by_type(

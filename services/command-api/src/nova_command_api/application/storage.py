@@ -97,3 +97,8 @@ class AudioStorage(Protocol):
     async def delete(self, key: str) -> None:
         """Remove the object under `key`; removing a missing object is fine."""
         ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with `prefix` (a user's
+        `audio/<user id>/`); returns how many there were."""
+        ...

@@ -4,6 +4,7 @@
 # `Depends(...)` annotations, which name closures local to `create_app`.
 
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,8 +38,10 @@ from nova_platform.http.problems import (
 )
 from nova_platform.http.security import bearer_principal, correlation_middleware
 from nova_platform.logging import correlation_id
+from nova_platform.personal import PersonalData, open_personal_data
 from nova_platform.serve import serve
 from nova_platform.tracing import current_traceparent
+from nova_platform.user_keys import InMemoryUserKeys, LocalKeyWrapper
 from nova_platform.webhooks import WebhookStore
 from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
@@ -56,6 +59,7 @@ from ..application.commands import (
     TranscribeAudio,
     UploadAudio,
 )
+from ..application.erasure import UserErasure
 from ..application.handlers import AudioCommandHandler, CommandResult, user_prefix
 from ..application.idempotency import IdempotencyStore
 from ..application.ports import EventStore
@@ -65,6 +69,7 @@ from ..settings import CommandApiSettings
 from .asyncapi import relay_asyncapi
 from .idempotency import CommandRun, IdempotentRunner, fingerprint
 from .problems import install_command_problems
+from .users import user_router
 from .webhooks import webhook_router
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._/-]+$")
@@ -258,8 +263,14 @@ def create_app(
     storage: AudioStorage | None = None,
     idempotency: IdempotencyStore | None = None,
     webhooks: WebhookStore | None = None,
+    personal: PersonalData | None = None,
 ) -> FastAPI:
-    """The command API; the optional adapters replace AWS in unit tests."""
+    """The command API; the optional adapters replace AWS in unit tests.
+
+    `personal` seals and opens personal data; by default it is built from the
+    settings (`NOVA_KMS_KEY_ID` or `NOVA_MASTER_KEY`, refusing to start without
+    one), or, when an event store is given, keeps throwaway keys in memory.
+    """
     verifier = TokenVerifier(settings)
     registry = CollectorRegistry()
     caller = bearer_principal(verifier)
@@ -269,7 +280,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             store, files, keys = event_store, storage, idempotency
-            hooks = webhooks
+            hooks, personal_data = webhooks, personal
             if store is None or files is None or keys is None or hooks is None:
                 aws = session()
                 ddb = await stack.enter_async_context(
@@ -281,13 +292,23 @@ def create_app(
                 s3 = await stack.enter_async_context(
                     aws.client("s3", **client_kwargs(settings))
                 )
-                store = store or DynamoDBEventStore(ddb, settings.event_store_table)
+                if store is None and personal_data is None:
+                    personal_data = await open_personal_data(settings, stack, ddb)
+                store = store or DynamoDBEventStore(
+                    ddb, settings.event_store_table, personal=personal_data
+                )
                 files = files or S3AudioStorage(s3, settings.audio_bucket)
                 keys = keys or DynamoDBIdempotencyStore(ddb, settings.idempotency_table)
                 app.state.ready_check = partial(
                     ddb.describe_table, TableName=settings.event_store_table
                 )
+            if personal_data is None:
+                # Adapters given by a test: keys that live as long as the app.
+                personal_data = PersonalData(
+                    InMemoryUserKeys(), LocalKeyWrapper(os.urandom(32))
+                )
             metered = MeteredEventStore(store, registry)
+            app.state.erasure = UserErasure(metered, files, personal_data)
             app.state.handler = AudioCommandHandler(metered, files, probe_audio)
             app.state.idempotency = IdempotentRunner(keys, settings.idempotency_wait_s)
             app.state.webhooks = WebhookSubscriptions(
@@ -594,6 +615,7 @@ def create_app(
         )
 
     app.include_router(webhook_router(writer))
+    app.include_router(user_router(writer, caller, event_metadata))
 
     events_document = relay_asyncapi(settings)
 

@@ -9,8 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from nova_platform.http.problems import Problem
+from nova_platform.personal import UserErasedError
 from nova_platform.webhooks import InvalidCursorError, SubscriptionNotFoundError
 
+from ..application.erasure import ErasureForbiddenError
 from ..application.errors import (
     AudioAlreadyRegisteredError,
     AudioNotFoundError,
@@ -113,6 +115,22 @@ def _too_large(exc: EventTooLargeError) -> Problem:
         title="Too large for one event",
         size_bytes=exc.size,
     )
+
+
+def _user_erased(exc: UserErasedError) -> Problem:
+    extra = {"erased_at": exc.erased_at.isoformat()} if exc.erased_at else {}
+    return Problem(
+        f"{exc}: their audio and personal data are gone; there is nothing to act on",
+        status=410,
+        kind="user-erased",
+        title="User erased",
+        user_id=str(exc.user_id),
+        **extra,
+    )
+
+
+def _erasure_forbidden(exc: ErasureForbiddenError) -> Problem:
+    return Problem(str(exc), status=403, kind="forbidden", title="Not allowed")
 
 
 def _not_audio(exc: NotAudioError) -> Problem:
@@ -228,6 +246,8 @@ _MAPPERS: dict[type[Exception], Callable[[Exception], Problem]] = {
     VersionMismatchError: _version,  # type: ignore[dict-item]
     ConcurrencyError: _concurrent,  # type: ignore[dict-item]
     EventTooLargeError: _too_large,  # type: ignore[dict-item]
+    UserErasedError: _user_erased,  # type: ignore[dict-item]
+    ErasureForbiddenError: _erasure_forbidden,  # type: ignore[dict-item]
     InvalidStateError: _state,  # type: ignore[dict-item]
     StaleAttemptError: _stale,  # type: ignore[dict-item]
     NotAudioError: _not_audio,  # type: ignore[dict-item]
