@@ -15,6 +15,11 @@ there was evidence that the backends work: another audio of the same attempt
 was applied, or, when the batch holds that audio alone, the service's
 readiness checks passed. An attempt in which every audio fails is an outage
 and counts for none of them, so an unreachable backend never parks anything.
+
+Records are opened (`nova_platform.personal`) before the handler sees them:
+personal fields decrypted, or erased once their owner's key is gone. One that
+does not open (tampered with) is undecodable; the key store failing is
+transient like any backend.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from nova_events.topics import HEADER_CORRELATION_ID
 
 from .logging import log_context
 from .parking import Parking, Record
+from .personal import PersonalData
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +117,7 @@ class BatchProcessor:
         *,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backends_up: BackendsUp | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
@@ -119,6 +126,7 @@ class BatchProcessor:
         self._transient = transient
         self._max_attempts = max_attempts
         self._backends_up = backends_up
+        self._personal = personal
         self._parked: set[str] | None = None
         self._parked_stale = False
         self._retrying = False
@@ -143,10 +151,14 @@ class BatchProcessor:
         if self._parked is None or self._parked_stale:
             self._parked_stale = False
             self._parked = await self._parking.parked()
-        groups: dict[str, list[tuple[Record, EventEnvelope | None]]] = {}
+        read: list[tuple[Record, EventEnvelope | None]] = []
         for record in records:
             with record_context(record):
-                envelope = _decode(record)
+                read.append((record, _decode(record)))
+        if self._personal is not None:
+            read = await self._open(self._personal, read)
+        groups: dict[str, list[tuple[Record, EventEnvelope | None]]] = {}
+        for record, envelope in read:
             groups.setdefault(record.aggregate_id, []).append((record, envelope))
         applicable: dict[str, list[tuple[Record, EventEnvelope]]] = {}
         for aggregate_id, group in groups.items():
@@ -166,6 +178,34 @@ class BatchProcessor:
             if decoded:
                 applicable[aggregate_id] = decoded
         await self._apply(applicable)
+
+    @staticmethod
+    async def _open(
+        personal: PersonalData, decoded: list[tuple[Record, EventEnvelope | None]]
+    ) -> list[tuple[Record, EventEnvelope | None]]:
+        envelopes = [e for _, e in decoded if e is not None]
+        opened = iter(await personal.open_each(envelopes))
+        result: list[tuple[Record, EventEnvelope | None]] = []
+        for record, envelope in decoded:
+            if envelope is None:
+                result.append((record, None))
+                continue
+            outcome = next(opened)
+            if isinstance(outcome, EventEnvelope):
+                result.append((record, outcome))
+                continue
+            with record_context(record, envelope):
+                logger.error(
+                    "record does not open",
+                    extra={
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "error": str(outcome)[:500],
+                    },
+                )
+            result.append((record, None))
+        return result
 
     async def _follow_mark(self, aggregate_id: str, records: list[Record]) -> bool:
         """True when the records were parked behind the audio's existing mark."""

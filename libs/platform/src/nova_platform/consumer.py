@@ -46,6 +46,7 @@ from .aws import client_kwargs, session
 from .batches import BatchHandler, BatchProcessor, to_record
 from .kafka import kafka_security, make_producer
 from .parking import KafkaDynamoDBParking, Record
+from .personal import PersonalData
 from .settings import NovaSettings
 from .tracing import batch_span
 
@@ -235,6 +236,7 @@ def build_consumer_app(
     ready_checks: Mapping[str, ReadyCheck] | None = None,
     registry: CollectorRegistry | None = None,
     description: str | None = None,
+    personal: Callable[[], PersonalData | None] | None = None,
 ) -> AsgiFastStream:
     """An ASGI app that consumes the events topic as group `nova-<service>`.
 
@@ -249,6 +251,9 @@ def build_consumer_app(
     also tell the processor whether a lone failing audio meets working
     backends. `/metrics` serves `registry` (a fresh one by default), so a
     service can add its own metrics next to the consumer's.
+
+    `personal` gives, once `on_startup` ran, the `PersonalData` that opens
+    each record before `handle_batch` sees it (see `nova_platform.personal`).
     """
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -289,11 +294,17 @@ def build_consumer_app(
     async def start() -> None:
         nonlocal processor, loop, parking
         parking = await open_parking(settings, service, stack)
+        opener = personal() if personal is not None else None
+        if personal is not None and opener is None:
+            raise RuntimeError(
+                f"{service} did not open its personal data keys on start-up"
+            )
         processor = BatchProcessor(
             handle_batch,
             parking,
             max_attempts=settings.consumer_max_attempts,
             backends_up=backends_up,
+            personal=opener,
         )
         loop = ConsumeLoop(
             processor,

@@ -52,7 +52,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from nova_events import SEALED_KEY, EventEnvelope, UserErased
+from nova_events import SEALED_KEY, EventEnvelope, UnknownEventError, UserErased
 from nova_events.personal import erase_personal, merge_personal, split_personal
 
 from .aws import client_kwargs, session
@@ -190,9 +190,15 @@ class PersonalData:
         public = {k: v for k, v in envelope.data.items() if k != SEALED_KEY}
         entry = await self._entry(key_id, create=False)
         if entry.cipher is None:
-            erased = erase_personal(
-                envelope.event_type, envelope.schema_version, public
-            )
+            try:
+                erased = erase_personal(
+                    envelope.event_type, envelope.schema_version, public
+                )
+            except UnknownEventError as exc:
+                raise PersonalDataError(
+                    f"{envelope.event_type} v{envelope.schema_version} is unknown "
+                    "here, so its erased form is too; upgrade nova-events"
+                ) from exc
             return envelope.as_erased(erased)
         try:
             plaintext = entry.cipher.decrypt(

@@ -55,6 +55,7 @@ from nova_events import EventEnvelope, loads
 from .batches import is_transient
 from .event_items import from_item
 from .kafka import kafka_client_options
+from .personal import PersonalData
 from .settings import NovaSettings
 
 if TYPE_CHECKING:
@@ -372,13 +373,20 @@ async def replay_and_switch(
     *,
     grace_s: float,
     batch_size: int = BATCH_SIZE,
+    personal: PersonalData | None = None,
 ) -> RebuildReport:
     """Steps 1 to 5 of the module's docstring, into the target `apply` writes.
+
+    With `personal`, every event is opened before `apply` sees it, whether it
+    comes from the store or the topic: an erased user's fields come out
+    erased, so a rebuild cannot bring them back.
 
     `switch` moves readers to the target; it is called once, after the target
     caught up with the topic. If anything fails before it, readers keep the
     old target and the new one is left for the operator to delete.
     """
+    if personal is not None:
+        apply = _opening(apply, personal)
     safe = SafeApply(apply, report.skipped)
     follower = TopicFollower(settings, batch_size=batch_size)
     try:
@@ -414,6 +422,15 @@ async def replay_and_switch(
         },
     )
     return report
+
+
+def _opening(apply: Apply, personal: PersonalData) -> Apply:
+    async def opened(envelopes: Sequence[EventEnvelope]) -> None:
+        # A sealed part that does not open fails its audio alone (SafeApply
+        # narrows a failing batch down and skips that audio).
+        await apply(await personal.open_all(envelopes))
+
+    return opened
 
 
 def add_rebuild_parser(commands: Any) -> argparse.ArgumentParser:
