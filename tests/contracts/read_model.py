@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from uuid import uuid4
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -13,6 +14,28 @@ from nova_projector_readmodel.application.projector import ProjectionGapError, R
 def created(audio_id: str) -> ItemChange:
     return ItemChange(
         audio_id, 1, {"audio_id": audio_id, "status": "pending"}, create=True
+    )
+
+
+def owned(audio_id: str, user_id: UUID) -> ItemChange:
+    return ItemChange(
+        audio_id,
+        1,
+        {
+            "audio_id": audio_id,
+            "user_id": str(user_id),
+            "status": "completed",
+            "title": "Private title",
+            "s3_key": f"audio/{user_id}/{audio_id}.wav",
+            "metadata": {"client": "Acme"},
+            "transcription": "private words",
+            "segments": [{"start": 0.0, "end": 1.0, "text": "private words"}],
+            "language": "en-US",
+            "created_at": "2026-03-09T08:00:00+00:00",
+            "gsi1pk": f"USER#{user_id}",
+            "gsi1sk": "2026-03-09T08:00:00+00:00",
+        },
+        create=True,
     )
 
 
@@ -63,3 +86,35 @@ class ReadModelContract:
             await read_model.apply(status(str(uuid4()), 2, "processing"))
 
         assert caught.value.stored_version is None
+
+    async def test_erasing_a_user_strips_every_item_of_theirs_only(
+        self, read_model: ReadModel
+    ) -> None:
+        user, other = uuid4(), uuid4()
+        mine = [str(uuid4()) for _ in range(3)]
+        theirs = str(uuid4())
+        for audio_id in mine:
+            await read_model.apply(owned(audio_id, user))
+        await read_model.apply(owned(theirs, other))
+        at = datetime(2026, 3, 9, 8, 5, tzinfo=UTC)
+
+        erased = await read_model.erase_user(user, at)
+
+        assert sorted(erased) == sorted(mine)
+        for audio_id in mine:
+            item = await self.item(audio_id)
+            assert item is not None
+            assert item["personal_data"] == "erased"
+            assert item["erased_at"] == at.isoformat()
+            for name in ("title", "s3_key", "metadata", "transcription", "segments"):
+                assert name not in item
+            assert (item["status"], item["language"], item["version"]) == (
+                "completed",
+                "en-US",
+                1,
+            )
+        kept = await self.item(theirs)
+        assert kept is not None
+        assert kept["title"] == "Private title"
+        assert "personal_data" not in kept
+        assert await read_model.erase_user(uuid4(), at) == []

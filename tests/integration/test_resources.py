@@ -53,7 +53,9 @@ async def test_init_is_idempotent_and_matches_the_seed(settings: NovaSettings) -
         )
     finally:
         await search.close()
-    transcript = mapping[index]["mappings"]["properties"]["transcription"]
+    properties = mapping[index]["mappings"]["properties"]
+    assert properties["personal_data"]["type"] == "keyword"
+    transcript = properties["transcription"]
     assert transcript["analyzer"] == "english"
     assert transcript["fields"]["cjk"]["analyzer"] == "cjk"
     assert [t["token"] for t in analyzed["tokens"]] == ["音声", "声認", "認識"]

@@ -100,6 +100,9 @@ class FakeIndex:
             else:
                 self.docs[audio_id] = doc
 
+    async def erase_user(self, user_id: UUID) -> int:
+        raise AssertionError("no user is erased here")
+
 
 async def test_search_document_is_the_same_whether_batched_or_redelivered() -> None:
     audio_id, user_id = uuid4(), uuid4()

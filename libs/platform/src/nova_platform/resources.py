@@ -153,6 +153,7 @@ def search_index_body() -> dict[str, Any]:
                 "updated_at": {"type": "date"},
                 "completed_at": {"type": "date"},
                 "version": {"type": "long"},
+                "personal_data": {"type": "keyword"},
             },
         },
     }
@@ -264,6 +265,12 @@ async def ensure_search_index(settings: NovaSettings) -> None:
     client = AsyncOpenSearch(hosts=[settings.opensearch_url])
     try:
         if await client.indices.exists_alias(name=alias):
+            # Indices made before a field was added to the mappings get it
+            # (adding a field is allowed; the mapping is strict otherwise).
+            properties = search_index_body()["mappings"]["properties"]
+            await client.indices.put_mapping(
+                index=alias, body={"properties": properties}
+            )
             return
         index = f"{alias}-v1"
         if not await client.indices.exists(index=index):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from nova_platform.projections import TableName, resolve
 
-from ..application.projection import ItemChange
+from ..application.projection import ERASED, PERSONAL_ATTRIBUTES, ItemChange
 from ..application.projector import ProjectionGapError
 
 if TYPE_CHECKING:
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _serializer = TypeSerializer()
+USER_INDEX = "gsi1-user-audio"
 
 
 def _plain_decimals(value: Any) -> Any:
@@ -99,6 +102,46 @@ class DynamoDBReadModel:
             )
             return False
         raise ProjectionGapError(change.audio_id, change.version, stored)
+
+    async def erase_user(self, user_id: UUID, erased_at: datetime) -> list[str]:
+        """Strip every item of the user found through `gsi1-user-audio`."""
+        table = await resolve(self._table)
+        request: dict[str, Any] = {
+            "TableName": table,
+            "IndexName": USER_INDEX,
+            "KeyConditionExpression": "gsi1pk = :u",
+            "ExpressionAttributeValues": {":u": {"S": f"USER#{user_id}"}},
+            "ProjectionExpression": "pk",
+        }
+        names = {f"#p{i}": a for i, a in enumerate(PERSONAL_ATTRIBUTES)}
+        erased: list[str] = []
+        while True:
+            page = await self._client.query(**request)
+            for item in page.get("Items", []):
+                key = {"pk": item["pk"], "sk": {"S": "METADATA"}}
+                try:
+                    await self._client.update_item(
+                        TableName=table,
+                        Key=key,
+                        UpdateExpression="SET personal_data = :e, erased_at = :at "
+                        "REMOVE " + ", ".join(names),
+                        ConditionExpression="attribute_exists(pk)",
+                        ExpressionAttributeNames=names,
+                        ExpressionAttributeValues={
+                            ":e": {"S": ERASED},
+                            ":at": {"S": erased_at.isoformat()},
+                        },
+                    )
+                except ClientError as exc:
+                    code = exc.response["Error"]["Code"]
+                    if code != "ConditionalCheckFailedException":
+                        raise
+                    continue  # the index lags behind an item gone since
+                erased.append(item["pk"]["S"].removeprefix("AUDIO#"))
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return erased
+            request["ExclusiveStartKey"] = last
 
     async def _stored_version(self, table: str, key: dict[str, Any]) -> int | None:
         item = await self._client.get_item(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
-from ..application.projection import ItemChange
+from ..application.projection import ERASED, PERSONAL_ATTRIBUTES, ItemChange
 from ..application.projector import ProjectionGapError
 
 
@@ -29,3 +31,12 @@ class InMemoryReadModel:
         updated["version"] = change.version
         self.items[change.audio_id] = updated
         return True
+
+    async def erase_user(self, user_id: UUID, erased_at: datetime) -> list[str]:
+        mine = [a for a, i in self.items.items() if i.get("user_id") == str(user_id)]
+        for audio_id in mine:
+            item = self.items[audio_id]
+            for name in PERSONAL_ATTRIBUTES:
+                item.pop(name, None)
+            item.update(personal_data=ERASED, erased_at=erased_at.isoformat())
+        return mine

@@ -3,6 +3,10 @@
 Pure functions: an event and its envelope in, the attributes to set out. The
 adapter makes each write conditional on the stored version, which is what
 makes duplicate and stale deliveries harmless.
+
+An event opened after its owner was erased (`envelope.erased`) sets none of
+the personal attributes and marks the item `personal_data: "erased"`, as the
+user's erasure itself does to every item of theirs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,18 @@ from nova_events import (
     TranscriptionCompleted,
 )
 
+PERSONAL_ATTRIBUTES = (
+    "s3_key",
+    "metadata",
+    "title",
+    "file_name",
+    "transcription",
+    "segments",
+)
+"""The attributes that hold what a user typed or said; erasure removes them."""
+ERASED = "erased"
+"""The value of `personal_data` on an item whose owner was erased."""
+
 
 @dataclass(frozen=True, slots=True)
 class ItemChange:
@@ -34,6 +50,21 @@ class ItemChange:
 
 
 def change_for(envelope: EventEnvelope, event: DomainEvent) -> ItemChange:
+    change = _change_for(envelope, event)
+    if not envelope.erased:
+        return change
+    kept = {k: v for k, v in change.set.items() if k not in PERSONAL_ATTRIBUTES}
+    removed = tuple(a for a in PERSONAL_ATTRIBUTES if a in change.set)
+    return ItemChange(
+        change.audio_id,
+        change.version,
+        {**kept, "personal_data": ERASED},
+        tuple(dict.fromkeys((*change.remove, *removed))),
+        change.create,
+    )
+
+
+def _change_for(envelope: EventEnvelope, event: DomainEvent) -> ItemChange:
     at = envelope.occurred_at.isoformat()
     audio_id = str(event.audio_id)
     version = envelope.version

@@ -4,6 +4,10 @@ Each change is conditional on the stored version, so a duplicate or a stale
 redelivery changes nothing. When an event arrives whose predecessor was never
 applied (a gap), the missing events are read from the event store and applied
 first, instead of skipping ahead.
+
+A `UserErased` strips every item of that user of its personal attributes, once
+no process can open the user's data any more (`wait_for_erasure`), so that
+what another instance wrote with a still-cached key is stripped too.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from nova_events import AUDIO_FILE, EventEnvelope, decode_payload
+from nova_events import AUDIO_FILE, USER, EventEnvelope, UserErased, decode_payload
 
 from .projection import ItemChange, change_for
 
@@ -41,6 +46,11 @@ class ReadModel(Protocol):
         raises `ProjectionGapError` when versions are missing before it."""
         ...
 
+    async def erase_user(self, user_id: UUID, erased_at: datetime) -> list[str]:
+        """Remove the personal attributes of every item of `user_id` and mark
+        them erased; returns the audio ids of those items."""
+        ...
+
 
 class StreamReader(Protocol):
     async def get_events(
@@ -52,28 +62,54 @@ class CacheInvalidator(Protocol):
     async def invalidate(self, audio_ids: Sequence[str]) -> None: ...
 
 
+WaitForErasure = Callable[[datetime], Awaitable[None]]
+"""`PersonalData.wait_for_erasure`: returns once no process opens the data of
+a user erased at the given time."""
+
+
 class ReadModelProjector:
     def __init__(
         self,
         read_model: ReadModel,
         reader: StreamReader | None = None,
         cache: CacheInvalidator | None = None,
+        wait_for_erasure: WaitForErasure | None = None,
     ) -> None:
         self._read_model = read_model
         self._reader = reader
         self._cache = cache
+        self._wait_for_erasure = wait_for_erasure
 
     async def project(self, envelopes: Sequence[EventEnvelope]) -> None:
         # Audios are independent: apply them concurrently, each in version order.
         streams: dict[str, list[EventEnvelope]] = defaultdict(list)
         for envelope in envelopes:
-            streams[str(envelope.aggregate_id)].append(envelope)
+            if envelope.aggregate_type == AUDIO_FILE:
+                streams[str(envelope.aggregate_id)].append(envelope)
         changed = await asyncio.gather(
             *(self._project_stream(s) for s in streams.values())
         )
         touched = [a for a, did in zip(streams, changed, strict=True) if did]
+        for envelope in envelopes:
+            if envelope.aggregate_type == USER:
+                touched.extend(await self._apply_user_event(envelope))
         if touched and self._cache is not None:
             await self._cache.invalidate(touched)
+
+    async def _apply_user_event(self, envelope: EventEnvelope) -> list[str]:
+        if envelope.event_type != UserErased.event_type():
+            return []
+        erasure = decode_payload(envelope, UserErased)
+        if self._wait_for_erasure is not None:
+            await self._wait_for_erasure(erasure.erased_at)
+        audio_ids = await self._read_model.erase_user(
+            erasure.user_id, erasure.erased_at
+        )
+        logger.info(
+            "user erased from the read model",
+            extra={"user_id": str(erasure.user_id), "audios": len(audio_ids)},
+        )
+        return audio_ids
 
     async def repair(self, audio_id: UUID) -> None:
         """Apply every stored event of `audio_id` the read model does not have."""

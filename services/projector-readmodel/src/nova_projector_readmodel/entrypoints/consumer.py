@@ -14,6 +14,7 @@ from nova_platform.aws import client_kwargs, session
 from nova_platform.commands import parse_command
 from nova_platform.consumer import build_consumer_app
 from nova_platform.event_reader import DynamoDBEventReader
+from nova_platform.personal import PersonalData, open_personal_data
 from nova_platform.projections import ActiveReadModelTable
 from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
@@ -36,13 +37,15 @@ class ProjectorSettings(NovaSettings):
 def create_app(settings: ProjectorSettings) -> AsgiFastStream:
     stack = AsyncExitStack()
     projector: ReadModelProjector | None = None
+    personal: PersonalData | None = None
     ready: Callable[[], Awaitable[object]] | None = None
 
     async def start() -> None:
-        nonlocal projector, ready
+        nonlocal projector, ready, personal
         ddb = await stack.enter_async_context(
             session().client("dynamodb", **client_kwargs(settings))
         )
+        personal = await open_personal_data(settings, stack, ddb)
         redis = Redis.from_url(settings.redis_url)
         stack.push_async_callback(redis.aclose)
         table = ActiveReadModelTable(ddb, settings)
@@ -53,8 +56,9 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
         ready = describe_read_model
         projector = ReadModelProjector(
             DynamoDBReadModel(ddb, table),
-            DynamoDBEventReader(ddb, settings.event_store_table),
+            DynamoDBEventReader(ddb, settings.event_store_table, None, personal),
             RedisCacheInvalidator(redis, settings),
+            personal.wait_for_erasure,
         )
 
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:
@@ -74,9 +78,11 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stack.aclose],
         ready_checks={"read_model": read_model_answers},
+        personal=lambda: personal,
         description=(
             "Applies every event to the nova-audio-read-model item of its audio "
-            "(version-conditional writes) and drops the cached copy in Redis."
+            "(version-conditional writes) and drops the cached copy in Redis; "
+            "UserErased strips every item of the user of its personal data."
         ),
     )
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from contextlib import AsyncExitStack
 
 from botocore.exceptions import ClientError
 
 from nova_platform.aws import client_kwargs, session
 from nova_platform.logging import configure_logging
+from nova_platform.personal import open_personal_data
 from nova_platform.projections import ActiveReadModelTable, read_pointer
 from nova_platform.rebuild import (
     RebuildError,
@@ -57,7 +59,11 @@ async def rebuild_read_model(
         grace_s = 2 * settings.projection_pointer_ttl_s + 1.0
     target = rebuild_name(settings.read_model_table)
     await require_topic(settings)
-    async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+    async with AsyncExitStack() as stack:
+        ddb = await stack.enter_async_context(
+            session().client("dynamodb", **client_kwargs(settings))
+        )
+        personal = await open_personal_data(settings, stack, ddb)
         await ensure_table(ddb, projections_table(settings))
         previous = await read_pointer(ddb, settings) or settings.read_model_table
         report = RebuildReport(target=target, previous=[previous])
@@ -71,14 +77,23 @@ async def rebuild_read_model(
                 "second?); wait a second and run the rebuild again"
             ) from exc
         pointer = ActiveReadModelTable(ddb, settings)
-        projector = ReadModelProjector(DynamoDBReadModel(ddb, target))
+        projector = ReadModelProjector(
+            DynamoDBReadModel(ddb, target),
+            wait_for_erasure=personal.wait_for_erasure,
+        )
 
         async def switch() -> None:
             await pointer.point_at(target)
 
         try:
             await replay_and_switch(
-                settings, ddb, report, projector.project, switch, grace_s=grace_s
+                settings,
+                ddb,
+                report,
+                projector.project,
+                switch,
+                grace_s=grace_s,
+                personal=personal,
             )
         except Exception as exc:
             if report.switched:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from contextlib import AsyncExitStack
 
 from redis.asyncio import Redis
 
 from nova_platform.aws import client_kwargs, session
 from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.parking import KafkaDynamoDBParking, redrive
+from nova_platform.personal import open_personal_data
 from nova_platform.projections import ActiveReadModelTable
 from nova_platform.settings import NovaSettings
 
@@ -28,11 +30,16 @@ async def redrive_parked(
 ) -> list[str]:
     redis = Redis.from_url(settings.redis_url)
     try:
-        async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+        async with AsyncExitStack() as stack:
+            ddb = await stack.enter_async_context(
+                session().client("dynamodb", **client_kwargs(settings))
+            )
+            personal = await open_personal_data(settings, stack, ddb)
             projector = ReadModelProjector(
                 DynamoDBReadModel(ddb, ActiveReadModelTable(ddb, settings)),
-                DynamoDBEventReader(ddb, settings.event_store_table),
+                DynamoDBEventReader(ddb, settings.event_store_table, None, personal),
                 RedisCacheInvalidator(redis, settings),
+                personal.wait_for_erasure,
             )
             parking = KafkaDynamoDBParking(
                 None,

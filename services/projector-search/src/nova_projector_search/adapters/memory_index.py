@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from uuid import UUID
 
-from ..application.documents import Document
+from ..application.documents import ERASED, Document, erased_document
 
 
 class InMemorySearchIndex:
@@ -28,3 +29,13 @@ class InMemorySearchIndex:
                 self.docs.pop(audio_id, None)
             else:
                 self.docs[audio_id] = dict(doc)
+
+    async def erase_user(self, user_id: UUID) -> int:
+        mine = [
+            a
+            for a, d in self.docs.items()
+            if d.get("user_id") == str(user_id) and d.get("personal_data") != ERASED
+        ]
+        for audio_id in mine:
+            self.docs[audio_id] = erased_document(self.docs[audio_id])
+        return len(mine)

@@ -17,6 +17,17 @@ from nova_events import (
 
 Document = dict[str, Any]
 
+PERSONAL_FIELDS = ("title", "transcription")
+"""What a document holds of what the user typed or said."""
+ERASED = "erased"
+"""`personal_data` of a document whose owner was erased: it stays so."""
+
+
+def erased_document(doc: Document) -> Document:
+    """`doc` without its personal fields, marked `personal_data: erased`."""
+    kept = {k: v for k, v in doc.items() if k not in PERSONAL_FIELDS}
+    return {**kept, "personal_data": ERASED}
+
 
 def apply_event(
     doc: Document | None, envelope: EventEnvelope, event: DomainEvent
@@ -27,7 +38,20 @@ def apply_event(
     rather than deleting the document: OpenSearch forgets a deleted document's
     version after `index.gc_deletes`, and a late redelivery could then bring
     the data back. Searches filter `status: deleted` out.
+
+    Once its owner was erased (the event opened erased, or the document was
+    marked so), a document keeps no personal field: an event opened with a
+    key cached elsewhere cannot write one back.
     """
+    updated = _apply(doc, envelope, event)
+    if envelope.erased or (doc or {}).get("personal_data") == ERASED:
+        return erased_document(updated)
+    return updated
+
+
+def _apply(
+    doc: Document | None, envelope: EventEnvelope, event: DomainEvent
+) -> Document:
     at = envelope.occurred_at.isoformat()
     if isinstance(event, AudioDeleted):
         return {

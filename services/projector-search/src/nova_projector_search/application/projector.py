@@ -3,17 +3,26 @@
 Documents carry the stream version as their external version, so OpenSearch
 itself refuses anything older than what it holds. A gap (an event whose
 predecessor the document does not have) is filled from the event store.
+
+A `UserErased` strips every document of that user of its personal fields,
+once no process can open the user's data any more (`wait_for_erasure`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
-from nova_events import AUDIO_FILE, EventEnvelope, decode_payload
+from nova_events import AUDIO_FILE, USER, EventEnvelope, UserErased, decode_payload
 
 from .documents import Document, apply_event
+
+logger = logging.getLogger(__name__)
+
+WaitForErasure = Callable[[datetime], Awaitable[None]]
 
 
 class SearchGapError(Exception):
@@ -27,6 +36,11 @@ class SearchIndex(Protocol):
         self, documents: Mapping[str, Document | None], versions: Mapping[str, int]
     ) -> None: ...
 
+    async def erase_user(self, user_id: UUID) -> int:
+        """Replace every document of `user_id` holding personal fields by its
+        tombstone (`erased_document`), at its version; returns how many."""
+        ...
+
 
 class StreamReader(Protocol):
     async def get_events(
@@ -35,11 +49,39 @@ class StreamReader(Protocol):
 
 
 class SearchProjector:
-    def __init__(self, index: SearchIndex, reader: StreamReader | None = None) -> None:
+    def __init__(
+        self,
+        index: SearchIndex,
+        reader: StreamReader | None = None,
+        wait_for_erasure: WaitForErasure | None = None,
+    ) -> None:
         self._index = index
         self._reader = reader
+        self._wait_for_erasure = wait_for_erasure
 
     async def project(self, envelopes: Sequence[EventEnvelope]) -> None:
+        await self._project_audios(
+            [e for e in envelopes if e.aggregate_type == AUDIO_FILE]
+        )
+        for envelope in envelopes:
+            if envelope.aggregate_type == USER:
+                await self._apply_user_event(envelope)
+
+    async def _apply_user_event(self, envelope: EventEnvelope) -> None:
+        if envelope.event_type != UserErased.event_type():
+            return
+        erasure = decode_payload(envelope, UserErased)
+        if self._wait_for_erasure is not None:
+            await self._wait_for_erasure(erasure.erased_at)
+        count = await self._index.erase_user(erasure.user_id)
+        logger.info(
+            "user erased from the search index",
+            extra={"user_id": str(erasure.user_id), "documents": count},
+        )
+
+    async def _project_audios(self, envelopes: Sequence[EventEnvelope]) -> None:
+        if not envelopes:
+            return
         ordered = sorted(envelopes, key=lambda e: (str(e.aggregate_id), e.version))
         audio_ids = sorted({str(e.aggregate_id) for e in ordered})
         current: dict[str, Document] = dict(await self._index.fetch(audio_ids))

@@ -14,6 +14,7 @@ from nova_platform.aws import client_kwargs, session
 from nova_platform.commands import parse_command
 from nova_platform.consumer import build_consumer_app
 from nova_platform.event_reader import DynamoDBEventReader
+from nova_platform.personal import PersonalData, open_personal_data
 from nova_platform.serve import serve
 from nova_platform.settings import NovaSettings
 
@@ -36,15 +37,18 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
     stack = AsyncExitStack()
     stack.push_async_callback(client.close)
     projector: SearchProjector | None = None
+    personal: PersonalData | None = None
 
     async def start() -> None:
-        nonlocal projector
+        nonlocal projector, personal
         ddb = await stack.enter_async_context(
             session().client("dynamodb", **client_kwargs(settings))
         )
+        personal = await open_personal_data(settings, stack, ddb)
         projector = SearchProjector(
             OpenSearchIndex(client, settings.search_alias),
-            DynamoDBEventReader(ddb, settings.event_store_table),
+            DynamoDBEventReader(ddb, settings.event_store_table, None, personal),
+            personal.wait_for_erasure,
         )
 
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:
@@ -63,9 +67,11 @@ def create_app(settings: ProjectorSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stack.aclose],
         ready_checks={"opensearch": opensearch_answers},
+        personal=lambda: personal,
         description=(
             "Indexes every audio's transcript in the audio-transcriptions alias, "
-            "with the stream version as the document's external version."
+            "with the stream version as the document's external version; "
+            "UserErased strips every document of the user of its personal data."
         ),
     )
 

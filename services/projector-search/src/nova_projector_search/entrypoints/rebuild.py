@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from contextlib import AsyncExitStack
 
 from opensearchpy import AsyncOpenSearch, NotFoundError
 
 from nova_platform.aws import client_kwargs, session
 from nova_platform.logging import configure_logging
+from nova_platform.personal import open_personal_data
 from nova_platform.rebuild import (
     RebuildError,
     RebuildReport,
@@ -86,13 +88,20 @@ async def rebuild_search_index(
                 "second?); wait a second and run the rebuild again"
             )
         await client.indices.create(index=target, body=search_index_body())
-        projector = SearchProjector(OpenSearchIndex(client, target))
 
         async def switch() -> None:
             report.previous = await move_alias(client, alias, target)
 
         try:
-            async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+            async with AsyncExitStack() as stack:
+                ddb = await stack.enter_async_context(
+                    session().client("dynamodb", **client_kwargs(settings))
+                )
+                personal = await open_personal_data(settings, stack, ddb)
+                projector = SearchProjector(
+                    OpenSearchIndex(client, target),
+                    wait_for_erasure=personal.wait_for_erasure,
+                )
                 await replay_and_switch(
                     settings,
                     ddb,
@@ -100,6 +109,7 @@ async def rebuild_search_index(
                     projector.project,
                     switch,
                     grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s,
+                    personal=personal,
                 )
         except Exception as exc:
             if report.switched:

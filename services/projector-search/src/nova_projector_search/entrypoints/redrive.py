@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from contextlib import AsyncExitStack
 
 from opensearchpy import AsyncOpenSearch
 
 from nova_platform.aws import client_kwargs, session
 from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.parking import KafkaDynamoDBParking, redrive
+from nova_platform.personal import open_personal_data
 from nova_platform.settings import NovaSettings
 
 from ..adapters.opensearch_index import OpenSearchIndex
@@ -25,10 +27,15 @@ async def redrive_parked(
 ) -> list[str]:
     search = AsyncOpenSearch(hosts=[settings.opensearch_url], timeout=30)
     try:
-        async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+        async with AsyncExitStack() as stack:
+            ddb = await stack.enter_async_context(
+                session().client("dynamodb", **client_kwargs(settings))
+            )
+            personal = await open_personal_data(settings, stack, ddb)
             projector = SearchProjector(
                 OpenSearchIndex(search, settings.search_alias),
-                DynamoDBEventReader(ddb, settings.event_store_table),
+                DynamoDBEventReader(ddb, settings.event_store_table, None, personal),
+                personal.wait_for_erasure,
             )
             parking = KafkaDynamoDBParking(
                 None,
