@@ -258,6 +258,24 @@ class WebhookStoreContract:
         assert after_park.body == original.body
         assert await webhooks.lane(sid, audio) == [parked]
 
+    async def test_replace_body_changes_the_body_alone(
+        self, webhooks: WebhookStore
+    ) -> None:
+        sid, audio = uuid4(), uuid4()
+        original = delivery(sid, audio, 1, body=b'{"text": "private"}')
+        await webhooks.add_deliveries([original])
+
+        await webhooks.replace_body(original, b'{"text": null}')
+        await webhooks.replace_body(delivery(sid, uuid4(), 1), b"{}")  # not stored
+
+        stored = await webhooks.get_delivery(sid, audio, 1)
+        assert stored is not None
+        assert stored.body == b'{"text": null}'
+        assert stored == replace(original, body=b'{"text": null}')
+        assert await webhooks.lane(sid, audio) == [stored]
+        [pending] = await webhooks.due(now=original.next_attempt_at + 1)
+        assert pending == (sid, audio)
+
     # Due lanes
 
     async def test_due_finds_pending_deliveries_due_by_now(

@@ -214,6 +214,21 @@ class DynamoDBWebhookStore:
     async def save(self, delivery: Delivery) -> None:
         await self._ddb.put_item(TableName=self._table, Item=_item(delivery))
 
+    async def replace_body(self, delivery: Delivery, body: bytes) -> None:
+        try:
+            await self._ddb.update_item(
+                TableName=self._table,
+                Key=_key(
+                    delivery.subscription_id, delivery.audio_id, delivery.sequence
+                ),
+                UpdateExpression="SET body = :b",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":b": {"B": body}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
     async def due(self, now: float, limit: int = 100) -> list[tuple[UUID, UUID]]:
         # Up to `limit` lanes from each shard (a lane may hold many due
         # deliveries, so pages are followed), then the most overdue overall.

@@ -61,6 +61,11 @@ class WebhookStore(Protocol):
         """Write the delivery's state (status, attempts, next attempt, lease)."""
         ...
 
+    async def replace_body(self, delivery: Delivery, body: bytes) -> None:
+        """Replace the stored body of `delivery` alone (an erasure's purge);
+        nothing happens if it is not stored."""
+        ...
+
     async def due(self, now: float, limit: int = 100) -> list[tuple[UUID, UUID]]:
         """Lanes (subscription, audio) with a pending delivery due by `now`."""
         ...
@@ -160,6 +165,12 @@ class InMemoryWebhookStore:
     async def save(self, delivery: Delivery) -> None:
         key = _key(delivery.subscription_id, delivery.audio_id, delivery.sequence)
         self._deliveries[key] = delivery
+
+    async def replace_body(self, delivery: Delivery, body: bytes) -> None:
+        key = _key(delivery.subscription_id, delivery.audio_id, delivery.sequence)
+        stored = self._deliveries.get(key)
+        if stored is not None:
+            self._deliveries[key] = replace(stored, body=body)
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[UUID, UUID]]:
         lanes: list[tuple[UUID, UUID]] = []

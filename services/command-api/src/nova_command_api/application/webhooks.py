@@ -38,6 +38,7 @@ PUBLIC_EVENT_TYPES: Final[tuple[str, ...]] = (
     "audio.processing.completed",
     "audio.processing.failed",
     "audio.deleted",
+    "user.erased",
 )
 """The public event types a subscription may ask for. The canonical list is
 `PUBLIC_EVENT_TYPES` in `services/integration/src/nova_integration/domain/

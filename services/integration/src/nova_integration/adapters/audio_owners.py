@@ -13,6 +13,7 @@ from uuid import UUID
 
 from nova_events import AUDIO_FILE, AudioCreated, decode_payload
 from nova_platform.event_items import from_item
+from nova_platform.personal import PersonalData
 
 from ..application.ports import AudioOwnerUnknownError
 
@@ -22,10 +23,15 @@ if TYPE_CHECKING:
 
 class EventStoreAudioOwners:
     def __init__(
-        self, client: DynamoDBClient, table_name: str, cache_size: int = 10_000
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        cache_size: int = 10_000,
+        personal: PersonalData | None = None,
     ) -> None:
         self._client = client
         self._table = table_name
+        self._personal = personal
         self._cache: OrderedDict[UUID, UUID] = OrderedDict()
         self._cache_size = cache_size
 
@@ -42,7 +48,12 @@ class EventStoreAudioOwners:
             Limit=1,
         )
         items = page.get("Items", [])
-        created = decode_payload(from_item(items[0])) if items else None
+        created = None
+        if items:
+            first = from_item(items[0])
+            if self._personal is not None:
+                first = await self._personal.open(first)
+            created = decode_payload(first)
         if not isinstance(created, AudioCreated):
             raise AudioOwnerUnknownError(
                 f"the event store has no AudioCreated for audio {audio_id}; "

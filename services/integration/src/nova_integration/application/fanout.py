@@ -6,24 +6,39 @@ offset. Stored deliveries are keyed by (subscription, audio, sequence), so an
 event Kafka delivers twice, or the relay republishes, adds nothing: the
 integration service never fires twice for one event and subscription. A
 projection rebuild reads the event store, not Kafka, and never reaches here.
+
+A `UserErased` is delivered like any event (`user.erased`, to the user's own
+subscriptions); then, once no process can open the user's data any more
+(`wait_for_erasure`), the bodies of every stored delivery of that user are
+purged of their personal fields (`redact_body`), so that neither the table
+nor a later send holds them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from nova_events import AudioCreated, EventEnvelope, decode_payload
+from nova_events import USER, AudioCreated, EventEnvelope, UserErased, decode_payload
 from nova_platform.webhooks import Delivery, Subscription, WebhookStore
 
-from ..domain.payload import PUBLIC_EVENT_TYPES, encode_body, public_payload
+from ..domain.payload import (
+    PUBLIC_EVENT_TYPES,
+    encode_body,
+    public_payload,
+    redact_body,
+)
 from .dispatcher import Dispatcher
 from .ports import AudioOwners, EventForwarder
 
 logger = logging.getLogger(__name__)
+
+WaitForErasure = Callable[[datetime], Awaitable[None]]
+PURGE_PAGE = 100
 
 
 class Fanout:
@@ -34,14 +49,44 @@ class Fanout:
         dispatcher: Dispatcher | None,
         forwarder: EventForwarder | None = None,
         clock: Callable[[], float] = time.time,
+        wait_for_erasure: WaitForErasure | None = None,
     ) -> None:
         self._store = store
         self._owners = owners
         self._dispatcher = dispatcher
         self._forwarder = forwarder
         self._clock = clock
+        self._wait_for_erasure = wait_for_erasure
 
     async def __call__(self, envelopes: Sequence[EventEnvelope]) -> None:
+        await self._fan_out(envelopes)
+        for envelope in envelopes:
+            if envelope.event_type == UserErased.event_type():
+                await self._purge(decode_payload(envelope, UserErased))
+
+    async def _purge(self, erasure: UserErased) -> None:
+        if self._wait_for_erasure is not None:
+            await self._wait_for_erasure(erasure.erased_at)
+        purged = 0
+        for subscription in await self._store.subscriptions_of(erasure.user_id):
+            cursor: str | None = None
+            while True:
+                page, cursor = await self._store.deliveries(
+                    subscription.subscription_id, limit=PURGE_PAGE, cursor=cursor
+                )
+                for delivery in page:
+                    body = redact_body(delivery.body)
+                    if body is not None:
+                        await self._store.replace_body(delivery, body)
+                        purged += 1
+                if cursor is None:
+                    break
+        logger.info(
+            "webhook deliveries purged of an erased user's data",
+            extra={"user_id": str(erasure.user_id), "deliveries": purged},
+        )
+
+    async def _fan_out(self, envelopes: Sequence[EventEnvelope]) -> None:
         published = [
             (envelope, public_payload(envelope))
             for envelope in envelopes
@@ -78,7 +123,9 @@ class Fanout:
     async def _owners_of(self, envelopes: Sequence[EventEnvelope]) -> dict[UUID, UUID]:
         owners: dict[UUID, UUID] = {}
         for envelope in envelopes:
-            if envelope.event_type == AudioCreated.event_type():
+            if envelope.aggregate_type == USER:
+                owners[envelope.aggregate_id] = envelope.aggregate_id
+            elif envelope.event_type == AudioCreated.event_type():
                 created = decode_payload(envelope)
                 assert isinstance(created, AudioCreated)
                 owners[envelope.aggregate_id] = created.user_id

@@ -12,14 +12,16 @@ import json
 from typing import Any, Final
 
 from nova_events import (
+    USER,
     AudioCreated,
     AudioDeleted,
     AudioProcessingCompleted,
     AudioProcessingFailed,
     AudioProcessingStarted,
-    DomainEvent,
     EventEnvelope,
+    EventPayload,
     TranscriptionCompleted,
+    UserErased,
     decode_payload,
 )
 
@@ -38,6 +40,7 @@ PUBLIC_EVENT_TYPES: Final[dict[str, str]] = {
     AudioProcessingCompleted.event_type(): "audio.processing.completed",
     AudioProcessingFailed.event_type(): "audio.processing.failed",
     AudioDeleted.event_type(): "audio.deleted",
+    UserErased.event_type(): "user.erased",
 }
 """Internal event type to public type; the public names are part of the API."""
 
@@ -54,6 +57,7 @@ PUBLIC_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     AudioProcessingCompleted.event_type(): (),
     AudioProcessingFailed.event_type(): ("reason", "retryable"),
     AudioDeleted.event_type(): (),
+    UserErased.event_type(): ("erased_at",),
 }
 """The payload fields each event type publishes under `data`: an allow-list, so
 a field added to an internal event stays internal until it is listed here."""
@@ -63,6 +67,9 @@ PUBLISHED_PERSONAL_FIELDS: Final[dict[str, frozenset[str]]] = {
 }
 """The only personal (`x-personal`) fields that leave Nova: the transcript,
 which is what the owner subscribed for."""
+
+ERASED = "erased"
+"""`personal_data` of a payload whose personal fields were erased."""
 
 
 def public_event_type(event_type: str) -> str:
@@ -109,24 +116,61 @@ def public_payload(envelope: EventEnvelope) -> dict[str, Any]:
     - ``audio.processing.completed``: nothing (``{}``).
     - ``audio.processing.failed``: ``reason``, ``retryable``.
     - ``audio.deleted``: nothing (``{}``); an erasure carries no personal data.
+    - ``user.erased``: ``erased_at``. The owner's account was erased: every
+      personal datum of theirs is gone. This payload names ``user_id`` and the
+      position in the user's own history (``sequence``) instead of an audio.
+
+    An event whose owner was erased before it went out carries
+    ``"personal_data": "erased"`` and its personal fields empty (``text``
+    null, ``segments`` ``[]``); so does every stored delivery of that user
+    once the erasure is applied.
 
     Raises `UnsupportedEventError` for an event type without a public form,
     `nova_events.UnknownEventError` for one Nova does not know, and
     `pydantic.ValidationError` for an invalid payload.
     """
     public_type = public_event_type(envelope.event_type)
-    event: DomainEvent = decode_payload(envelope)
+    event: EventPayload = decode_payload(envelope, EventPayload)
     fields = event.model_dump(mode="json")
     occurred = envelope.occurred_at.isoformat(timespec="microseconds")
-    return {
+    subject = "user_id" if envelope.aggregate_type == USER else "audio_id"
+    payload: dict[str, Any] = {
         "id": str(envelope.event_id),
         "type": public_type,
         "api_version": API_VERSION,
         "created_at": occurred.replace("+00:00", "Z"),
-        "audio_id": str(envelope.aggregate_id),
+        subject: str(envelope.aggregate_id),
         "sequence": envelope.version,
         "data": {name: fields[name] for name in PUBLIC_FIELDS[envelope.event_type]},
     }
+    return _erased(payload, envelope.event_type) if envelope.erased else payload
+
+
+def redact_body(body: bytes) -> bytes | None:
+    """A stored delivery's body with its personal fields erased, as
+    `public_payload` writes an event opened after its owner's erasure; None
+    when it holds none (or is not a payload of this module)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or payload.get("personal_data") == ERASED:
+        return None
+    internal = _INTERNAL_TYPES.get(str(payload.get("type")))
+    if internal not in PUBLISHED_PERSONAL_FIELDS:
+        return None
+    return encode_body(_erased(payload, internal))
+
+
+_INTERNAL_TYPES: Final[dict[str, str]] = {v: k for k, v in PUBLIC_EVENT_TYPES.items()}
+
+
+def _erased(payload: dict[str, Any], event_type: str) -> dict[str, Any]:
+    data = dict(payload.get("data") or {})
+    for name in PUBLISHED_PERSONAL_FIELDS.get(event_type, ()):
+        if name in data:
+            data[name] = [] if isinstance(data[name], list) else None
+    return {**payload, "data": data, "personal_data": ERASED}
 
 
 def encode_body(payload: dict[str, Any]) -> bytes:

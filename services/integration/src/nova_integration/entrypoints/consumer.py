@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from nova_events import EventEnvelope
 from nova_platform.aws import client_kwargs, session
 from nova_platform.consumer import build_consumer_app
+from nova_platform.personal import PersonalData, open_personal_data
 from nova_platform.serve import serve
 from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
@@ -61,13 +62,15 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
     fanout: Fanout | None = None
     dispatching: asyncio.Task[None] | None = None
     webhooks_table: Callable[[], Awaitable[object]] | None = None
+    personal: PersonalData | None = None
 
     async def start() -> None:
-        nonlocal fanout, dispatching, webhooks_table
+        nonlocal fanout, dispatching, webhooks_table, personal
         aws = session()
         ddb = await stack.enter_async_context(
             aws.client("dynamodb", **client_kwargs(settings))
         )
+        personal = await open_personal_data(settings, stack, ddb)
         webhooks_table = partial(ddb.describe_table, TableName=settings.webhooks_table)
         http = await stack.enter_async_context(
             HttpWebhookSender.client(settings.webhook_timeout_s)
@@ -94,8 +97,16 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
             on_attempt=metrics.record,
         )
         forwarder = await open_forwarder(settings, stack, ddb)
-        owners = EventStoreAudioOwners(ddb, settings.event_store_table)
-        fanout = Fanout(store, owners, dispatcher, forwarder)
+        owners = EventStoreAudioOwners(
+            ddb, settings.event_store_table, personal=personal
+        )
+        fanout = Fanout(
+            store,
+            owners,
+            dispatcher,
+            forwarder,
+            wait_for_erasure=personal.wait_for_erasure,
+        )
         dispatching = asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
 
     async def stop() -> None:
@@ -122,6 +133,7 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stop],
         ready_checks={"webhooks": webhooks_table_answers},
+        personal=lambda: personal,
         description=(
             "Turns every event into signed webhook deliveries for the subscriptions "
             "of the audio's owner and, when configured, EventBridge entries."

@@ -21,6 +21,7 @@ from nova_events import AUDIO_FILE
 from nova_platform.aws import client_kwargs, session
 from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.parking import KafkaDynamoDBParking, redrive
+from nova_platform.personal import open_personal_data
 from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
 from ..adapters.audio_owners import EventStoreAudioOwners
@@ -52,13 +53,15 @@ async def redrive_parked(
             aws.client("dynamodb", **client_kwargs(settings))
         )
         forwarder = await open_forwarder(settings, stack, ddb)
+        personal = await open_personal_data(settings, stack, ddb)
         fanout = Fanout(
             DynamoDBWebhookStore(ddb, settings.webhooks_table),
-            EventStoreAudioOwners(ddb, settings.event_store_table),
+            EventStoreAudioOwners(ddb, settings.event_store_table, personal=personal),
             dispatcher=None,
             forwarder=forwarder,
+            wait_for_erasure=personal.wait_for_erasure,
         )
-        reader = DynamoDBEventReader(ddb, settings.event_store_table)
+        reader = DynamoDBEventReader(ddb, settings.event_store_table, None, personal)
 
         async def repair(audio_id: UUID) -> None:
             await fanout(await reader.get_events(AUDIO_FILE, audio_id))
