@@ -114,7 +114,7 @@ class HttpCommandApi:
                     extra={"audio_id": str(audio_id), "kind": kind, "detail": detail},
                 )
                 return False
-            if status == 404:
+            if status in (404, 410):  # 410: its owner was erased meanwhile
                 logger.warning(
                     "command-api does not know the audio; dropping its result",
                     extra={"audio_id": str(audio_id), "detail": detail},

@@ -2,7 +2,9 @@
 
 `AudioProcessingStarted` does not carry the S3 key; `AudioCreated` does. The
 transcriber reads the audio's stream (a consistent query) rather than keeping
-state of its own, so any instance can take any request.
+state of its own, so any instance can take any request. The S3 key is
+personal data: the reader opens it, and an audio whose owner was erased (its
+file deleted with them) is not found.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class EventStoreCatalog:
 
     async def find(self, audio_id: UUID) -> AudioToTranscribe | None:
         envelopes = await self._reader.get_events(AUDIO_FILE, audio_id)
+        if any(e.erased for e in envelopes):
+            return None
         return summarize(decode_payload(e) for e in envelopes)
 
 

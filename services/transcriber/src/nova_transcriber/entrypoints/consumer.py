@@ -25,6 +25,7 @@ from nova_platform.aws import client_kwargs, session
 from nova_platform.batches import event_context
 from nova_platform.consumer import READY_TIMEOUT_S, build_consumer_app
 from nova_platform.event_reader import DynamoDBEventReader
+from nova_platform.personal import PersonalData, open_personal_data
 from nova_platform.serve import serve
 
 from ..adapters.aws_transcribe import AmazonTranscribeGateway
@@ -107,12 +108,15 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
     ddb: DynamoDBClient | None = None
     s3: S3Client | None = None
     http: httpx.AsyncClient | None = None
+    personal: PersonalData | None = None
 
     async def start() -> None:
-        nonlocal service, ddb, s3, http
+        nonlocal service, ddb, s3, http, personal
         ddb = await stack.enter_async_context(
             session().client("dynamodb", **client_kwargs(settings))
         )
+        # AudioCreated's S3 key is personal: the catalog opens it.
+        personal = await open_personal_data(settings, stack, ddb)
         s3 = await stack.enter_async_context(
             session().client("s3", **client_kwargs(settings))
         )
@@ -127,7 +131,9 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
         )
         stack.push_async_callback(redis.aclose)
         service = TranscriptionService(
-            EventStoreCatalog(DynamoDBEventReader(ddb, settings.event_store_table)),
+            EventStoreCatalog(
+                DynamoDBEventReader(ddb, settings.event_store_table, None, personal)
+            ),
             await open_engine(settings, stack, s3),
             HttpCommandApi(http, token),
             settings.transcriber_max_duration_s,
@@ -177,6 +183,7 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
             "command_api": command_api_answers,
         },
         registry=registry,
+        personal=lambda: personal,
     )
 
 
