@@ -21,6 +21,7 @@ import orjson
 from nova_events import AUDIO_FILE, AudioCreated, EventEnvelope, EventMetadata
 from nova_platform.event_items import to_item
 from nova_platform.kafka import message_headers, message_key, message_value
+from nova_platform.personal import PersonalData
 
 from .raw import Item, Message
 
@@ -125,14 +126,33 @@ async def put_objects(
     await asyncio.gather(*(writer() for _ in range(concurrency)))
 
 
-def created_messages(count: int, seed: int, user_id: UUID) -> list[Message]:
-    """Kafka records of `count` audios' `AudioCreated`, as the relay sends them."""
+def created_envelopes(
+    count: int, seed: int, users: Sequence[UUID]
+) -> list[EventEnvelope]:
+    """`AudioCreated` of `count` audios, owned in turn by each of `users`."""
     rng = random.Random(seed)
-    made = []
-    for index in range(count):
-        env = envelope(new_uuid(rng), user_id, index)
-        made.append((message_key(env), message_value(env), message_headers(env)))
-    return made
+    return [
+        envelope(new_uuid(rng), users[index % len(users)], index)
+        for index in range(count)
+    ]
+
+
+def messages(envelopes: Sequence[EventEnvelope]) -> list[Message]:
+    """Kafka records of `envelopes`, as the relay sends them."""
+    return [(message_key(e), message_value(e), message_headers(e)) for e in envelopes]
+
+
+def created_messages(count: int, seed: int, user_id: UUID) -> list[Message]:
+    """Kafka records of `count` audios' `AudioCreated`, all of one user."""
+    return messages(created_envelopes(count, seed, [user_id]))
+
+
+async def sealed(
+    envelopes: Sequence[EventEnvelope], personal: PersonalData
+) -> list[EventEnvelope]:
+    """What the event store holds, and so the relay publishes: personal fields
+    sealed with each owner's key (created in the key table on first use)."""
+    return [await personal.seal(e, UUID(e.data["user_id"])) for e in envelopes]
 
 
 def transcript(rng: random.Random, words: int = 60) -> str:

@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 from opensearchpy import AsyncOpenSearch
 
 from nova_platform.aws import client_kwargs, session
+from nova_platform.personal import DEV_MASTER_KEY
 from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
@@ -116,6 +117,11 @@ class Harness:
         self.jwt_secret = self.jwt_secret or secrets.token_hex(24)
         self._suffixes: list[str] = []
         self._running: list[RunningService] = []
+        # The development key-encryption key of `make run` and the tests,
+        # unless the environment names one.
+        self.env.setdefault(
+            "NOVA_MASTER_KEY", os.environ.get("NOVA_MASTER_KEY", DEV_MASTER_KEY)
+        )
         for key, value in self.env.items():
             if key.startswith("AWS_"):
                 os.environ.setdefault(key, value)
@@ -131,6 +137,7 @@ class Harness:
             redis_url=self.env["NOVA_REDIS_URL"],
             resource_suffix=suffix,
             jwt_secret=self.jwt_secret,
+            master_key=self.env["NOVA_MASTER_KEY"],
         )
 
     async def resources(self, tag: str) -> NovaSettings:

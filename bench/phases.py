@@ -14,6 +14,7 @@ import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -22,8 +23,10 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from opensearchpy import AsyncOpenSearch
 
+from nova_events import EventEnvelope
 from nova_platform.auth.dev_token import issue
 from nova_platform.aws import client_kwargs, session
+from nova_platform.personal import open_personal_data
 from nova_platform.resources import (
     ensure_table,
     event_store_table,
@@ -117,6 +120,8 @@ class Bench:
         )
         self._seed = SEED
         self.command_peak = math.nan
+        self.sealed_cost: list[float] = []
+        self.catchup_sealed_cost: list[float] = []
 
     def seed(self) -> int:
         """A fresh fixed seed: the same sequence of seeds in every run."""
@@ -128,25 +133,53 @@ class Bench:
 
     # === In process ===
 
-    def domain(self) -> None:
+    async def domain(self) -> None:
+        res = self.results
         lives = domain.lives(self.scale.domain_lives, self.seed())
-        domain.time_nova(lives[:50])  # imports and caches warm, untimed
+        # Untimed: imports, caches and the first keys.
+        await domain.time_nova(lives[:50])
+        await domain.time_nova(lives[:50], sealed=True)
         domain.time_library(lives[:50])
-        ours, theirs = [], []
+        domain.time_library(lives[:50], encrypted=True)
+        runs: dict[str, list[float]] = {}
         for _ in range(self.scale.pairs):
-            theirs.append(domain.time_library(lives))
-            ours.append(domain.time_nova(lives))
-            self.results.add_run("eventsourcing library, audio lives", theirs[-1])
-            self.results.add_run("Nova domain + item mapper, audio lives", ours[-1])
-        self.results.figures.append(
+            # A B A B: the library, then Nova, plain and then both encrypting.
+            for encrypted in (False, True):
+                library = domain.time_library(lives, encrypted=encrypted)
+                nova = await domain.time_nova(lives, sealed=encrypted)
+                suffix = " encrypted" if encrypted else ""
+                runs.setdefault(f"library{suffix}", []).append(library)
+                runs.setdefault("nova sealed" if encrypted else "nova", []).append(nova)
+        for name, shown in (
+            ("library", "eventsourcing library, audio lives"),
+            ("nova", "Nova domain + item mapper, audio lives"),
+            ("library encrypted", "eventsourcing library + AES cipher, audio lives"),
+            ("nova sealed", "Nova sealing personal fields, audio lives"),
+        ):
+            for value in runs[name]:
+                res.add_run(shown, value)
+        shape = (
+            "create, 2 loads, 4 events, 3 saves, final load; both serialise; "
+            f"{domain.AUDIOS_PER_USER} audios per user"
+        )
+        res.figures += [
             ratio_figure(
                 "in-process domain overhead vs `eventsourcing` (audio lives/s)",
                 1.0,
-                ours,
-                theirs,
-                "create, 2 loads, 4 events, 3 saves, final load; both serialise",
-            )
-        )
+                runs["nova"],
+                runs["library"],
+                shape,
+            ),
+            ratio_figure(
+                "the same, both encrypting",
+                1.0,
+                runs["nova sealed"],
+                runs["library encrypted"],
+                "Nova: per-user AES-GCM keys on personal fields; library: one "
+                "AES-GCM key over each whole stored event",
+            ),
+        ]
+        self.sealed_cost = ratios(runs["nova sealed"], runs["nova"])
 
     # === Commands: throughput, growth, latency ===
 
@@ -648,27 +681,31 @@ class Bench:
 
     async def catchup(self) -> None:
         s, res = self.scale, self.results
-        messages = data.created_messages(s.catchup_events, self.seed(), USER)
-        raw_rm, sys_rm, raw_os, sys_os = [], [], [], []
+        rng = random.Random(self.seed())
+        users = [
+            data.new_uuid(rng)
+            for _ in range(max(1, s.catchup_events // domain.AUDIOS_PER_USER))
+        ]
+        envelopes = data.created_envelopes(s.catchup_events, self.seed(), users)
+        plain = data.messages(envelopes)
+        names = (
+            "raw consume + PutItem",
+            "projector-readmodel catch-up",
+            "raw consume + bulk",
+            "projector-search catch-up",
+            "projector-search catch-up, records in clear",
+        )
+        rates: dict[str, list[float]] = {name: [] for name in names}
         for round_ in range(s.pairs):
-            rates = await self._catchup_round(round_, messages)
-            for name, value in zip(
-                (
-                    "raw consume + PutItem",
-                    "projector-readmodel catch-up",
-                    "raw consume + bulk",
-                    "projector-search catch-up",
-                ),
-                rates,
-                strict=True,
-            ):
+            measured = await self._catchup_round(round_, envelopes, plain)
+            for name, value in zip(names, measured, strict=True):
+                rates[name].append(value)
                 res.add_run(name, value)
-            raw_rm.append(rates[0])
-            sys_rm.append(rates[1])
-            raw_os.append(rates[2])
-            sys_os.append(rates[3])
+        raw_rm, sys_rm, raw_os, sys_os, sys_plain = (rates[n] for n in names)
+        self.catchup_sealed_cost = ratios(sys_os, sys_plain)
         peak = [self.command_peak] * s.pairs
-        note = f"{s.catchup_events} AudioCreated records in the topic"
+        note = f"{s.catchup_events} sealed AudioCreated records of {len(users)} users"
+        raw_vs_commands = statistics.median(raw_rm) / self.command_peak
         res.figures += [
             ratio_figure(
                 "projector catch-up, read model vs raw", 0.7, sys_rm, raw_rm, note
@@ -681,7 +718,8 @@ class Bench:
                 3.0,
                 sys_rm,
                 peak,
-                f"command peak {self.command_peak:.0f}/s",
+                f"command peak {self.command_peak:.0f}/s; the raw consume + PutItem "
+                f"script itself reaches {raw_vs_commands:.1f} x",
             ),
             ratio_figure(
                 "projector catch-up, search vs command rate",
@@ -692,19 +730,33 @@ class Bench:
             ),
         ]
 
+    async def _prefill(
+        self, settings: NovaSettings, messages: list[raw.Message]
+    ) -> None:
+        producer = raw.new_producer(settings.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            await raw.raw_produce(producer, settings.events_topic, messages)
+        finally:
+            await producer.stop()
+
     async def _catchup_round(
-        self, round_: int, messages: list[raw.Message]
-    ) -> tuple[float, float, float, float]:
-        """Raw and projector rates of one round: read model, then search."""
+        self,
+        round_: int,
+        envelopes: list[EventEnvelope],
+        plain: list[raw.Message],
+    ) -> tuple[float, float, float, float, float]:
+        """One round: raw and projector on the read model, then on search,
+        all reading the sealed records the relay publishes; last
+        projector-search on the same records in clear (another topic)."""
         mon = self.h.monitor
         mon.phase("catch-up: prefill")
         k = await self.h.resources(f"k{round_}")
-        producer = raw.new_producer(k.kafka_bootstrap_servers)
-        await producer.start()
-        try:
-            await raw.raw_produce(producer, k.events_topic, messages)
-        finally:
-            await producer.stop()
+        async with AsyncExitStack() as stack:
+            personal = await open_personal_data(k, stack)
+            await self._prefill(
+                k, data.messages(await data.sealed(envelopes, personal))
+            )
         async with session().client("dynamodb", **client_kwargs(k)) as ddb:
             raw_table = f"{k.read_model_table}-raw"
             await ensure_table(ddb, read_model_table(k, raw_table))
@@ -730,7 +782,11 @@ class Bench:
             sys_os = await self._service_catchup(k, "projector-search")
         finally:
             await search.close()
-        return raw_rm, sys_rm, raw_os, sys_os
+        mon.phase("catch-up: search, records in clear")
+        clear = await self.h.resources(f"q{round_}")
+        await self._prefill(clear, plain)
+        sys_plain = await self._service_catchup(clear, "projector-search")
+        return raw_rm, sys_rm, raw_os, sys_os, sys_plain
 
     async def _raw_catchup(
         self,
@@ -806,11 +862,8 @@ class Bench:
                 producer = raw.new_producer(o.kafka_bootstrap_servers)
                 await producer.start()
                 try:
-                    produces.append(
-                        rate_from_progress(
-                            await raw.raw_produce(producer, raw_topic, messages)
-                        )
-                    )
+                    sent = await raw.raw_produce(producer, raw_topic, messages)
+                    produces.append(rate_from_progress(sent))
                     naive.append(
                         rate_from_progress(
                             await raw.raw_outbox(streams, arn, producer, raw_topic, n)
@@ -865,20 +918,32 @@ class Bench:
     # === Encryption (issue 10) ===
 
     def encryption(self) -> None:
-        """Hook for the cost of crypto-shredding (issue 10), not measured yet.
-
-        When personal fields are encrypted, run `commands()` and `catchup()`
-        twice per round, with the services' encryption switched off and on
-        (through the extra environment `Harness.start` takes), and report
-        on/off throughput ratios here: on the command path and on catch-up.
-        """
-        self.results.figures.append(
+        """The cost of crypto-shredding: sealed / plain, on the command path's
+        in-process work (from `domain`) and on search catch-up (from
+        `catchup`). The REST command path always seals, so its cost shows
+        only inside the domain race."""
+        res = self.results
+        res.figures.append(
             Figure(
-                "encryption cost (command path, projector catch-up)",
-                "reported, no goal yet",
-                Spread.of([]),
+                "encryption cost, command path in process (sealed / plain)",
+                "reported",
+                Spread.of(self.sealed_cost),
                 "x",
                 None,
-                "not measured: crypto-shredding (issue 10) is not merged yet",
+                "audio lives/s with personal fields sealed and opened vs without"
+                if self.sealed_cost
+                else "needs the domain phase",
+            )
+        )
+        res.figures.append(
+            Figure(
+                "encryption cost, search catch-up (sealed / plain records)",
+                "reported",
+                Spread.of(self.catchup_sealed_cost),
+                "x",
+                None,
+                "projector-search on the sealed topic vs the same records in clear"
+                if self.catchup_sealed_cost
+                else "needs the catchup phase",
             )
         )

@@ -44,17 +44,23 @@ async def raw_get(ddb: DynamoDBClient, table: str, key: Item) -> Item:
 
 
 async def raw_produce(
-    producer: AIOKafkaProducer, topic: str, messages: Sequence[Message]
+    producer: AIOKafkaProducer,
+    topic: str,
+    messages: Sequence[Message],
+    every: int = 1000,
 ) -> Progress:
     """Send every message without awaiting each (acks and idempotence are the
-    producer's settings), then wait for all acknowledgements."""
+    producer's settings); progress is noted at every `every` acknowledgements,
+    the size of a relay's page."""
     progress: Progress = [(time.monotonic(), 0)]
     pending = [
         await producer.send(topic, value=value, key=key, headers=headers)
         for key, value, headers in messages
     ]
-    await asyncio.gather(*pending)
-    progress.append((time.monotonic(), len(pending)))
+    for done, future in enumerate(pending, start=1):
+        await future
+        if done % every == 0 or done == len(pending):
+            progress.append((time.monotonic(), done))
     return progress
 
 
@@ -216,7 +222,8 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 
 
 def read_model_item(value: bytes) -> Item:
-    """The raw read-model writer's item of one `AudioCreated` record."""
+    """The raw read-model writer's item of one `AudioCreated` record: the
+    fields in clear, and a sealed part (if any) kept as it came."""
     envelope = orjson.loads(value)
     data = envelope["data"]
     at = envelope["occurred_at"]
@@ -225,10 +232,6 @@ def read_model_item(value: bytes) -> Item:
         "sk": {"S": "METADATA"},
         "audio_id": {"S": data["audio_id"]},
         "user_id": {"S": data["user_id"]},
-        "s3_key": {"S": data["s3_key"]},
-        "title": {"S": data.get("title") or ""},
-        "content_type": {"S": data.get("content_type") or ""},
-        "language": {"S": data.get("language") or ""},
         "status": {"S": "pending"},
         "attempts": {"N": "0"},
         "created_at": {"S": at},
@@ -237,6 +240,11 @@ def read_model_item(value: bytes) -> Item:
         "gsi1sk": {"S": at},
         "version": {"N": str(envelope["version"])},
     }
+    for name in ("s3_key", "title", "content_type", "language"):
+        if data.get(name):
+            item[name] = {"S": data[name]}
+    if "_sealed" in data:
+        item["sealed"] = {"S": orjson.dumps(data["_sealed"]).decode()}
     return item
 
 

@@ -27,7 +27,9 @@ class Scale:
     query_requests: int
     search_docs: int
     catchup_events: int
+    """Several batches of 500: rates run from the first commit to the last."""
     outbox_events: int
+    """Several pages of 1000, for the same reason."""
 
 
 SCALES = {
@@ -58,8 +60,8 @@ SCALES = {
         lag_seconds=5.0,
         query_requests=100,
         search_docs=200,
-        catchup_events=300,
-        outbox_events=1000,
+        catchup_events=1500,
+        outbox_events=3000,
     ),
 }
 

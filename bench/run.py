@@ -66,7 +66,8 @@ async def _run(args: argparse.Namespace, out: Path) -> Results:
     results = Results(scale)
     monitor = ProcessMonitor()
     monitor.watch("bench (load generator)", os.getpid())
-    env = stack_env() if set(args.phases) - {"domain"} else {}
+    uses_stack = bool(set(args.phases) - {"domain"})
+    env = stack_env() if uses_stack else {}
     for name, pid in stack_pids().items():
         monitor.watch(name, pid)
     monitor.start()
@@ -87,7 +88,7 @@ async def _run(args: argparse.Namespace, out: Path) -> Results:
         args.command_rate if "commands" not in args.phases else bench.command_peak
     )
     try:
-        if env:
+        if uses_stack:
             results.versions.update(await environment.backend_versions(env))
             results.settings.update(environment.heap_sizes())
             base = harness.settings("")
@@ -103,20 +104,18 @@ async def _run(args: argparse.Namespace, out: Path) -> Results:
             try:
                 if phase == "domain":
                     monitor.phase("domain (in process)")
-                    bench.domain()
-                    bench.encryption()
-                else:
-                    await getattr(bench, phase)()
+                await getattr(bench, phase)()
             except Exception as exc:
                 logger.exception("phase %s failed", phase)
                 results.notes.append(f"phase {phase} failed: {exc!r}"[:500])
                 harness.stop_all()
             print(f"   {phase} took {time.monotonic() - started:.0f} s", flush=True)
+        bench.encryption()
     finally:
         harness.stop_all()
         monitor.stop()
         await bench.close()
-        if env:
+        if uses_stack:
             await harness.cleanup()
     results.usage = report.usage_rows(monitor.report())
     results.settings["load average at end"] = " ".join(

@@ -167,17 +167,32 @@ def test_event_items_are_distinct_audios_of_one_shape() -> None:
     assert [i["pk"] for i in again] == [i["pk"] for i in items]
 
 
-def test_both_sides_of_the_domain_race_live_the_same_life() -> None:
+async def test_both_sides_of_the_domain_race_live_the_same_life() -> None:
     life = domain.lives(1, seed=3)[0]
     store = domain.NovaItems()
 
-    assert domain.nova_life(store, life) == "completed"
+    assert await domain.nova_life(store, life) == "completed"
     assert domain.time_library([life]) > 0
+    assert domain.time_library([life], encrypted=True) > 0
 
-    stored = store.load(life.audio_id)
+    stored = await store.load(life.audio_id)
     assert stored.version == 4
     assert stored.transcription is not None
     assert stored.transcription.text == life.text
+
+
+async def test_the_sealed_race_stores_no_transcript_in_clear() -> None:
+    life = domain.lives(1, seed=4)[0]
+    store = domain.NovaItems(domain.sealing())
+
+    assert await domain.nova_life(store, life) == "completed"
+
+    items = store._streams[f"AudioFile#{life.audio_id}"]
+    assert len(items) == 4
+    assert not any(life.text in i["event_data"]["S"] for i in items)
+    opened = await store.load(life.audio_id)
+    assert opened.transcription is not None
+    assert opened.transcription.text == life.text
 
 
 def test_report_marks_misses_and_unmeasured_figures() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from enum import StrEnum
 from uuid import UUID, uuid4
@@ -32,6 +33,7 @@ class ProcessingStatus(StrEnum):
 _S = ProcessingStatus
 
 
+@functools.cache  # one regex per event class, not per event replayed
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
