@@ -20,6 +20,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from nova_events import AUDIO_FILE, EventEnvelope
+from nova_events.personal import split_personal
 from nova_platform.auth import Principal
 
 from .cursors import CursorCodec, InvalidCursorError
@@ -77,6 +78,8 @@ class AudioReadModel(BaseModel):
     version: int
     progress: TranscriptionProgress | None = None
     """Only from get-by-id, only while `processing` (never stored or cached)."""
+    personal_data: str | None = None
+    """`erased` once the owner was erased: the personal fields are gone."""
 
 
 class AudioSummary(BaseModel):
@@ -100,6 +103,8 @@ class AudioSummary(BaseModel):
     updated_at: str | None = None
     completed_at: str | None = None
     version: int
+    personal_data: str | None = None
+    """`erased` once the owner was erased."""
 
 
 class AudioPage(BaseModel):
@@ -134,6 +139,8 @@ class HistoryEntry(BaseModel):
     schema_version: int
     data: dict[str, Any] | None
     redacted: bool = False
+    personal_data: str | None = None
+    """`erased` when the owner was erased: `data` holds no personal field."""
 
 
 class AudioHistory(BaseModel):
@@ -637,7 +644,9 @@ class AudioQueryHandler:
         """The audio's events, oldest first, for its owner or an admin.
 
         After erasure (`AudioDeleted`) the payloads are withheld (`data` is
-        null, `redacted` true): they hold what the user said and typed.
+        null, `redacted` true): they hold what the user said and typed. Once
+        the owner was erased, each event's `data` holds only its non-personal
+        fields and `personal_data` says `erased`.
         """
         if self._history is None:
             raise RuntimeError("this handler was built without an event history")
@@ -658,8 +667,9 @@ class AudioQueryHandler:
                     version=e.version,
                     occurred_at=e.occurred_at.isoformat(),
                     schema_version=e.schema_version,
-                    data=None if erased else dict(e.data),
+                    data=None if erased else _shown(e),
                     redacted=erased,
+                    personal_data="erased" if e.erased else None,
                 )
                 for e in ordered
             ],
@@ -670,3 +680,14 @@ class AudioQueryHandler:
             return self._cursors.decode(scope, cursor)
         except InvalidCursorError as exc:
             raise InvalidCursorArgumentError(str(exc)) from exc
+
+
+def _shown(envelope: EventEnvelope) -> dict[str, Any]:
+    """What history shows of an event's data: all of it, or, once the owner
+    was erased, the fields that were never personal."""
+    if not envelope.erased:
+        return dict(envelope.data)
+    public, _ = split_personal(
+        envelope.event_type, envelope.schema_version, envelope.data
+    )
+    return public

@@ -31,6 +31,7 @@ from nova_platform.http.problems import (
     install_problem_handlers,
 )
 from nova_platform.http.security import bearer_principal, correlation_middleware
+from nova_platform.personal import open_personal_data
 from nova_platform.projections import ActiveReadModelTable
 from nova_platform.serve import serve
 
@@ -140,7 +141,12 @@ def create_app(
                 )
                 table = ActiveReadModelTable(ddb, settings)
                 repo = DynamoDBReadModelRepository(ddb, table)
-                events = events or DynamoDBEventReader(ddb, settings.event_store_table)
+                if events is None:
+                    # History shows the events opened: erased once the owner is.
+                    personal = await open_personal_data(settings, stack, ddb)
+                    events = DynamoDBEventReader(
+                        ddb, settings.event_store_table, None, personal
+                    )
                 opensearch = AsyncOpenSearch(hosts=[settings.opensearch_url])
                 stack.push_async_callback(opensearch.close)
                 index = index or OpenSearchTranscripts(
