@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from nova_platform.personal import DEV_MASTER_KEY
 from nova_platform.settings import NovaSettings
 
 from ..backends import FAKE_AWS, ROOT, STACK
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             if line.startswith("export ")
         ),
         **FAKE_AWS,
+        "NOVA_MASTER_KEY": os.environ.get("NOVA_MASTER_KEY", DEV_MASTER_KEY),
     }
     suffix = "f" + uuid.uuid4().hex[:8]
     secret = "faults-" + uuid.uuid4().hex
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_url=backends_env["NOVA_REDIS_URL"],
         resource_suffix=suffix,
         jwt_secret=secret,
+        master_key=backends_env["NOVA_MASTER_KEY"],
     )
     for key, value in FAKE_AWS.items():
         os.environ.setdefault(key, value)

@@ -83,7 +83,7 @@ class History:
 
     def objects(self) -> set[str]:
         return {
-            str(e.data["s3_key"])
+            f"audio/{USER}/{e.aggregate_id}.wav"
             for e in self.events
             if e.event_type == AudioCreated.event_type()
         }
@@ -194,17 +194,20 @@ def test_an_answer_that_differs_or_ran_again_is_named(history: History) -> None:
     assert any("ran 2 times" in p for p in problems)
 
 
-def test_an_orphan_file_and_a_missing_one_are_named(history: History) -> None:
+def test_orphan_doubled_and_missing_files_are_named(history: History) -> None:
     objects = history.objects()
     missing = objects.pop()
-    objects.add("audio/orphan.wav")
+    doubled = next(iter(objects))
+    objects |= {"audio/orphan.wav", doubled.replace(".wav", ".mp3")}
 
     problems = invariants.one_effect_per_key(history.commands, history.events, objects)
 
-    assert problems == [
-        "the bucket holds audio/orphan.wav, which no live audio refers to",
-        f"audio file {missing} of a live audio is not in the bucket",
-    ]
+    missing_id = missing.rsplit("/", 1)[-1].removesuffix(".wav")
+    doubled_id = doubled.rsplit("/", 1)[-1].removesuffix(".wav")
+    assert len(problems) == 3, problems
+    assert "the bucket holds audio/orphan.wav, which no live audio has" in problems
+    assert any(p.startswith(f"audio {doubled_id} has 2 files") for p in problems)
+    assert f"the file of live audio {missing_id} is not in the bucket" in problems
 
 
 def test_kafka_losing_reordering_or_doubling_is_named(history: History) -> None:

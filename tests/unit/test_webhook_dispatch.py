@@ -196,6 +196,37 @@ async def test_a_redelivered_event_adds_no_delivery() -> None:
     assert owners.lookups == 1  # only the batch without AudioCreated asks
 
 
+class SlowOwners(Owners):
+    """Answers only once `together` lookups wait at the same time."""
+
+    def __init__(self, owners: dict[UUID, UUID], together: int) -> None:
+        super().__init__(owners)
+        self.waiting = 0
+        self.all_there = asyncio.Event()
+        self.together = together
+
+    async def owner_of(self, audio_id: UUID) -> UUID:
+        self.waiting += 1
+        if self.waiting >= self.together:
+            self.all_there.set()
+        await asyncio.wait_for(self.all_there.wait(), timeout=5)
+        return await super().owner_of(audio_id)
+
+
+async def test_a_cold_cache_looks_the_batchs_owners_up_at_once() -> None:
+    store = InMemoryWebhookStore()
+    user = uuid4()
+    await store.add_subscription(subscription(user))
+    audios = [uuid4() for _ in range(8)]
+    owners = SlowOwners(dict.fromkeys(audios, user), together=len(audios))
+    fanout = Fanout(store, owners, dispatcher=None)
+
+    # One lookup after the other would wait forever for the second one.
+    await fanout([started(audio, 2) for audio in audios for _ in range(2)])
+
+    assert owners.lookups == len(audios)  # one per audio, not per event
+
+
 async def test_an_audio_with_no_known_owner_fails_the_batch() -> None:
     fanout = Fanout(InMemoryWebhookStore(), Owners({}), dispatcher=None)
     with pytest.raises(AudioOwnerUnknownError):

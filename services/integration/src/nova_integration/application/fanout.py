@@ -16,6 +16,7 @@ nor a later send holds them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 WaitForErasure = Callable[[datetime], Awaitable[None]]
 PURGE_PAGE = 100
+OWNER_LOOKUPS = 16
+"""Owners of a batch's audios looked up at once (the cache's misses)."""
 
 
 class Fanout:
@@ -129,11 +132,22 @@ class Fanout:
                 created = decode_payload(envelope)
                 assert isinstance(created, AudioCreated)
                 owners[envelope.aggregate_id] = created.user_id
-        for envelope in envelopes:
-            if envelope.aggregate_id not in owners:
-                owners[envelope.aggregate_id] = await self._owners.owner_of(
-                    envelope.aggregate_id
-                )
+        unknown = list(
+            dict.fromkeys(
+                e.aggregate_id for e in envelopes if e.aggregate_id not in owners
+            )
+        )
+        # After a restart the owner cache is cold, and one batch can name
+        # hundreds of audios: one lookup after the other took longer than the
+        # time between two rebalances, so the batch never committed.
+        slots = asyncio.Semaphore(OWNER_LOOKUPS)
+
+        async def lookup(audio_id: UUID) -> UUID:
+            async with slots:
+                return await self._owners.owner_of(audio_id)
+
+        found = await asyncio.gather(*(lookup(audio_id) for audio_id in unknown))
+        owners.update(zip(unknown, found, strict=True))
         return owners
 
 
