@@ -15,6 +15,7 @@ from pathlib import Path
 from processes import start_services, stop_services, wait_healthy
 
 from nova_platform.auth.dev_token import DEV_SECRET
+from nova_platform.personal import DEV_MASTER_KEY
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -42,6 +43,8 @@ def main() -> int:
         if line.startswith("export ")
     )
     env.setdefault("NOVA_JWT_SECRET", os.environ.get("NOVA_JWT_SECRET", DEV_SECRET))
+    # Wraps the users' data keys; public, like the JWT secret: development only.
+    env.setdefault("NOVA_MASTER_KEY", os.environ.get("NOVA_MASTER_KEY", DEV_MASTER_KEY))
     # A development machine's webhook receivers listen on loopback.
     env.setdefault(
         "NOVA_WEBHOOK_ALLOW_PRIVATE_TARGETS",

@@ -19,6 +19,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from nova_platform.auth.dev_token import DEV_SECRET
+from nova_platform.personal import DEV_MASTER_KEY
 from nova_platform.settings import NovaSettings
 from nova_transcriber.settings import TranscriberSettings
 
@@ -290,6 +291,14 @@ def test_the_default_jwt_secret_is_the_one_make_token_signs_with(
     for name, service in nova.items():
         secret = env_of(service)[settings_env_name("jwt_secret")]
         assert secret == f"${{NOVA_JWT_SECRET:-{DEV_SECRET}}}", name
+
+
+def test_the_default_master_key_is_the_development_one(
+    nova: dict[str, Service],
+) -> None:
+    for name, service in nova.items():
+        key = env_of(service)[settings_env_name("master_key")]
+        assert key == f"${{NOVA_MASTER_KEY:-{DEV_MASTER_KEY}}}", name
 
 
 def test_kafka_advertises_the_address_the_services_use(

@@ -300,6 +300,32 @@ def test_the_settings_load_from_the_environment_given(
                 assert loaded.jwt_secret or loaded.transcriber_token, name
 
 
+# The processes that seal or open personal data (the relay forwards it sealed).
+KEY_HOLDERS = frozenset(
+    {
+        "command-api",
+        "projector-readmodel",
+        "projector-search",
+        "integration",
+        "query-api",
+        "transcriber",
+    }
+)
+
+
+def test_each_reader_of_personal_data_has_one_key_encryption_key(
+    docs: list[Doc], overlay: str
+) -> None:
+    wrapper = "NOVA_KMS_KEY_ID" if overlay == "aws" else "NOVA_MASTER_KEY"
+    for name, container in each_container(docs):
+        env = environment(docs, container)
+        given = {"NOVA_MASTER_KEY", "NOVA_KMS_KEY_ID"} & set(env)
+        if name in KEY_HOLDERS:
+            assert given == {wrapper}, f"{name} wraps data keys with {given}"
+        else:
+            assert "NOVA_MASTER_KEY" not in env, f"{name} needs no master key"
+
+
 def test_ports_are_the_ones_the_settings_open(docs: list[Doc]) -> None:
     deployments = of_kind(docs, "Deployment")
     for service in SERVICES:

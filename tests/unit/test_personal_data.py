@@ -515,12 +515,17 @@ async def test_a_service_does_not_start_without_a_key_encryption_key(
             await open_personal_data(NovaSettings(), stack)
 
 
-def test_the_master_key_must_be_32_bytes_and_alone(
+async def test_the_master_key_must_be_32_bytes_and_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("NOVA_KMS_KEY_ID", raising=False)
-    with pytest.raises(ValidationError, match="32 random bytes in base64"):
-        NovaSettings(master_key=base64.b64encode(b"short").decode())
+    short = NovaSettings(master_key=base64.b64encode(b"short").decode())
+    async with AsyncExitStack() as stack:
+        with pytest.raises(ValueError, match="32 random bytes in base64"):
+            await open_personal_data(short, stack)
+        opened = await open_personal_data(
+            NovaSettings(master_key=DEV_MASTER_KEY), stack
+        )
+    assert isinstance(opened, PersonalData)
     with pytest.raises(ValidationError, match="not both"):
         NovaSettings(master_key=DEV_MASTER_KEY, kms_key_id="alias/nova")
-    assert NovaSettings(master_key=DEV_MASTER_KEY).master_key is not None

@@ -125,8 +125,6 @@ class NovaSettings(BaseSettings):
                 "(production), not both: each wraps the users' data keys its "
                 "own way"
             )
-        if self.master_key is not None:
-            master_key_bytes(self.master_key.get_secret_value())
         return self
 
     def _named(self, base: str) -> str:
