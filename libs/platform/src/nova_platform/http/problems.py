@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +16,56 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://nova.example/problems/"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem document; `type` ends in the problem's kind "
+    "(e.g. `.../problems/not-found`), and some kinds add fields of their own.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string", "description": "what to fix or do next"},
+        "errors": {
+            "type": "array",
+            "description": "with `invalid-request`: each field that is wrong",
+            "items": {
+                "type": "object",
+                "required": ["location", "message"],
+                "properties": {
+                    "location": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+"""The schema of every error answer: `#/components/schemas/Problem` in the
+OpenAPI document (see `nova_platform.http.openapi`)."""
+
+AUTH_PROBLEMS: dict[int, str] = {
+    401: "`unauthorized`: no bearer token, or not a valid one",
+    403: "`forbidden`: the token lacks the scope this needs",
+}
+INVALID_REQUEST: dict[int, str] = {
+    422: "`invalid-request`: a parameter or the body does not match this schema",
+}
+
+
+def problem_responses(described: Mapping[int, str]) -> dict[int | str, Any]:
+    """A route's `responses=`: each status answered with a problem document."""
+    return {
+        status: {
+            "description": description,
+            "content": {
+                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+        for status, description in sorted(described.items())
+    }
 
 
 class Problem(Exception):  # noqa: N818 - an answer to the client, not a fault
@@ -72,12 +124,18 @@ class Conflict(Problem):
 
 
 def problem_response(
-    status: int, kind: str, title: str, detail: str, **extensions: Any
+    status: int,
+    kind: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
 ) -> JSONResponse:
     body = {"type": PROBLEM_BASE + kind, "title": title, "status": status}
     body["detail"] = detail
     body.update(extensions)
-    headers: dict[str, str] = {}
+    headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if "retry_after_s" in extensions:
@@ -85,6 +143,20 @@ def problem_response(
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
+
+
+def _allowed_methods(request: Request, given: str | None) -> str:
+    """Every method of the resource at the request's path, for a 405's `Allow`
+    (RFC 9110): FastAPI makes one route per method, so the router's `Allow`
+    (`given`) names only one of them. The others come from the OpenAPI paths."""
+    methods = {m.strip() for m in (given or "").split(",") if m.strip()}
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        parts = re.split(r"(\{[^/{}]+\})", template)
+        pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+        if re.fullmatch(pattern, path):
+            methods |= {m.upper() for m in operations if m != "parameters"}
+    return ", ".join(sorted(methods))
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -113,9 +185,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.get("Allow"))
         return problem_response(
-            exc.status_code, f"http-{exc.status_code}", str(exc.detail), str(exc.detail)
+            exc.status_code,
+            f"http-{exc.status_code}",
+            str(exc.detail),
+            str(exc.detail),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..auth import AuthError, Principal, TokenVerifier
 from ..logging import correlation_id
@@ -13,11 +15,26 @@ from .problems import Unauthorized
 
 CORRELATION_HEADER = "X-Correlation-Id"
 
+# Only documents the scheme in OpenAPI (`bearerAuth`); `bearer_principal`
+# reads and checks the header itself, so errors stay problem documents.
+_DOCUMENTED_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    bearerFormat="JWT",
+    description="`Authorization: Bearer <token>`; `make token` prints one for "
+    "development",
+)
 
-def bearer_principal(verifier: TokenVerifier) -> Callable[[Request], Principal]:
+
+def bearer_principal(verifier: TokenVerifier) -> Callable[..., Principal]:
     """A FastAPI dependency that returns the verified caller or answers 401."""
 
-    def dependency(request: Request) -> Principal:
+    def dependency(
+        request: Request,
+        _documented: Annotated[
+            HTTPAuthorizationCredentials | None, Depends(_DOCUMENTED_BEARER)
+        ],
+    ) -> Principal:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:

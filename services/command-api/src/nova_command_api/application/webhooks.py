@@ -51,7 +51,10 @@ SECRET_MAX_LENGTH: Final = 200
 DESCRIPTION_MAX_LENGTH: Final = 200
 GENERATED_SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - a prefix, not a secret
 
-_SECRET = re.compile(r"^[\x20-\x7e]*$")
+SECRET_PATTERN: Final = r"^[\x20-\x7e]*$"  # noqa: S105 - a rule, not a secret
+DESCRIPTION_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""The rules as OpenAPI states them; both are matched whole."""
+_SECRET = re.compile(SECRET_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -299,7 +302,7 @@ def checked_secret(secret: str | None) -> str:
             f"characters long (it is {len(secret)}); leave it out to get a "
             "generated one",
         )
-    if not _SECRET.match(secret):
+    if not _SECRET.fullmatch(secret):
         raise InvalidSubscriptionError(
             "body.secret", "the secret must be printable ASCII characters only"
         )

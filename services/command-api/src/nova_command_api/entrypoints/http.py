@@ -30,11 +30,14 @@ from nova_platform.auth import Principal, Scope, TokenVerifier
 from nova_platform.aws import client_kwargs, session
 from nova_platform.http.limits import BodySizeLimit
 from nova_platform.http.metrics import install_metrics
+from nova_platform.http.openapi import install_openapi
 from nova_platform.http.problems import (
+    AUTH_PROBLEMS,
     Forbidden,
     NotReady,
     Problem,
     install_problem_handlers,
+    problem_responses,
 )
 from nova_platform.http.security import bearer_principal, correlation_middleware
 from nova_platform.logging import correlation_id
@@ -67,18 +70,105 @@ from ..application.storage import AudioStorage
 from ..application.webhooks import WebhookSubscriptions
 from ..settings import CommandApiSettings
 from .asyncapi import relay_asyncapi
-from .idempotency import CommandRun, IdempotentRunner, fingerprint
+from .idempotency import KEY_PATTERN, CommandRun, IdempotentRunner, fingerprint
 from .problems import install_command_problems
 from .users import user_router
 from .webhooks import webhook_router
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9._/-]+$")
+# Segments of letters, digits, '.', '_' and '-', none empty, "." or "..".
+_SEGMENT = (
+    r"([A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)"
+)
+S3_KEY = f"^{_SEGMENT}(/{_SEGMENT})*$"
+_S3_KEY = re.compile(S3_KEY)
+# ASCII digits only (`str.isdigit` also takes "²", which `int` refuses), and
+# few enough of them for any version. Matched whole (`fullmatch`), as OpenAPI
+# patterns are, so a trailing newline does not pass as the end.
+IF_MATCH = r'^[ \t]*(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})[ \t]*$'
+_IF_MATCH = re.compile(IF_MATCH)
+_DIGITS = re.compile(r"[0-9]+")
 _LANGUAGE = r"^(auto|[a-z]{2,3}-[A-Z]{2})$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+"""Text without control characters: what `_plain_text` lets through."""
 
 Language = Annotated[
     str, Field(pattern=_LANGUAGE, description="`ja-JP`, `en-US`, ... or `auto`")
 ]
+
+
+# The problems each command may answer with (`type` ends in the kind named).
+_UNAVAILABLE = {
+    503: "`event-store-unavailable` or `storage-unavailable`: nothing was "
+    "written; retry after `Retry-After` seconds",
+}
+_BODY_TOO_LARGE = {413: "`request-too-large`: the body is over the upload limit"}
+_ERASED = {410: "`user-erased`: the audio's owner was erased"}
+_ON_AUDIO = {
+    **AUTH_PROBLEMS,
+    404: "`not-found`: no such audio visible to you",
+    409: "`invalid-state`, `concurrent-write`, or `idempotency-key-in-use` / "
+    "`-released` (retry with the same key)",
+    **_ERASED,
+    422: "`invalid-request` or `idempotency-key-reused`",
+    **_UNAVAILABLE,
+}
+_PINNED = {
+    400: "`invalid-if-match` or `invalid-idempotency-key`",
+    412: "`version-mismatch`: If-Match names another version",
+}
+_CREATE_PROBLEMS = problem_responses(
+    {
+        400: "`invalid-idempotency-key`",
+        **AUTH_PROBLEMS,
+        403: "`forbidden`: no `audio:write` scope, or `s3_key` outside your prefix",
+        409: "`already-registered`, `concurrent-write`, or "
+        "`idempotency-key-in-use` / `-released` (retry with the same key)",
+        413: "`upload-too-large`, `request-too-large` or `event-too-large`",
+        410: "`user-erased`: you were erased",
+        415: "`unsupported-media-type` or `not-audio`",
+        422: "`invalid-request`, `empty-upload`, `object-missing` or "
+        "`idempotency-key-reused`",
+        **_UNAVAILABLE,
+    }
+)
+_TRANSCRIBE_PROBLEMS = problem_responses({**_ON_AUDIO, **_PINNED, **_BODY_TOO_LARGE})
+_RESULT_PROBLEMS = problem_responses(
+    {
+        **_ON_AUDIO,
+        400: "`invalid-idempotency-key`",
+        403: "`forbidden`: only the transcriber (`service:transcriber`) sends results",
+        409: "`invalid-state`, `stale-attempt`, `concurrent-write`, or "
+        "`idempotency-key-in-use` / `-released` (retry with the same key)",
+        **_BODY_TOO_LARGE,
+    }
+)
+_DELETE_PROBLEMS = problem_responses({**_ON_AUDIO, **_PINNED})
+
+_SAME_AUDIO = {"audio_id": "$response.body#/audio_id"}
+_AT_THIS_VERSION = {**_SAME_AUDIO, "header.If-Match": "$response.header.ETag"}
+_NEXT_COMMANDS = {
+    "TranscribeAudio": (
+        "~1commands~1audio~1{audio_id}~1transcribe/post",
+        _AT_THIS_VERSION,
+    ),
+    "RecordTranscriptionResult": (
+        "~1commands~1audio~1{audio_id}~1transcription-result/post",
+        _SAME_AUDIO,
+    ),
+    "DeleteAudio": ("~1commands~1audio~1{audio_id}/delete", _AT_THIS_VERSION),
+}
+
+
+def _then(status: int, *commands: str) -> dict[int | str, Any]:
+    """OpenAPI links from an accepted command to the commands that may follow
+    it on the same audio, pinned to the version it answered with (If-Match)
+    where the next command takes one."""
+    links = {}
+    for name in commands:
+        path, parameters = _NEXT_COMMANDS[name]
+        links[name] = {"operationRef": f"#/paths/{path}", "parameters": parameters}
+    return {status: {"links": links}}
 
 
 def _plain_text(value: str | None, what: str) -> str | None:
@@ -92,18 +182,21 @@ class RegisterAudioRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    s3_key: str = Field(min_length=1, max_length=1024)
+    s3_key: str = Field(
+        min_length=1, max_length=1024, json_schema_extra={"pattern": S3_KEY}
+    )
     metadata: dict[str, Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=dict, max_length=32
     )
-    title: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(
+        default=None, max_length=200, json_schema_extra={"pattern": PLAIN_TEXT}
+    )
     language: Language | None = None
 
     @field_validator("s3_key")
     @classmethod
     def _plain_key(cls, key: str) -> str:
-        parts = key.split("/")
-        if not _SAFE_KEY.match(key) or any(p in ("", ".", "..") for p in parts):
+        if not _S3_KEY.fullmatch(key):
             raise ValueError(
                 "use letters, digits, '.', '_', '-' and single '/' separators; "
                 "no empty, '.' or '..' path segments"
@@ -205,10 +298,9 @@ class CommandAccepted(BaseModel):
 
 def parse_if_match(value: str | None) -> int | None:
     """The version an `If-Match: "<version>"` header pins; None when absent or `*`."""
-    if value is None or value.strip() == "*":
+    if value is None:
         return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    if not _IF_MATCH.fullmatch(value):
         raise Problem(
             f'If-Match must be a version in quotes, like "3" (got {value!r}); '
             "use the ETag of your last response",
@@ -216,7 +308,8 @@ def parse_if_match(value: str | None) -> int | None:
             kind="invalid-if-match",
             title="Invalid If-Match",
         )
-    return int(tag)
+    digits = _DIGITS.search(value)
+    return None if digits is None else int(digits[0])
 
 
 def accepted(
@@ -324,6 +417,7 @@ def create_app(
         openapi_url="/commands/openapi.json",
     )
     install_problem_handlers(app)
+    install_openapi(app)
     install_command_problems(app)
     install_metrics(app, registry)
     app.middleware("http")(correlation_middleware)
@@ -349,11 +443,16 @@ def create_app(
         Header(
             alias="Idempotency-Key",
             description="send the same key again to get the first answer back",
+            json_schema_extra={"pattern": KEY_PATTERN},
         ),
     ]
     IfMatch = Annotated[  # noqa: N806 - a type alias
         str | None,
-        Header(alias="If-Match", description='the version you read, e.g. "3"'),
+        Header(
+            alias="If-Match",
+            description='the version you read, e.g. "3" (the ETag), or `*`',
+            json_schema_extra={"pattern": IF_MATCH},
+        ),
     ]
 
     def actor(principal: Principal, *, service: bool = False) -> Actor:
@@ -390,6 +489,10 @@ def create_app(
         status_code=201,
         response_model=CommandAccepted,
         summary="Upload an audio file (multipart) or register one already in S3 (JSON)",
+        responses={
+            **_CREATE_PROBLEMS,
+            **_then(201, "TranscribeAudio", "DeleteAudio"),
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -398,9 +501,14 @@ def create_app(
                         "schema": {
                             "type": "object",
                             "required": ["file"],
+                            "additionalProperties": False,
                             "properties": {
                                 "file": {"type": "string", "format": "binary"},
-                                "title": {"type": "string", "maxLength": 200},
+                                "title": {
+                                    "type": "string",
+                                    "maxLength": 200,
+                                    "pattern": PLAIN_TEXT,
+                                },
                                 "language": {"type": "string", "pattern": _LANGUAGE},
                             },
                         }
@@ -517,6 +625,10 @@ def create_app(
         status_code=202,
         response_model=CommandAccepted,
         summary="Ask for a transcription; answers at once, the transcriber works later",
+        responses={
+            **_TRANSCRIBE_PROBLEMS,
+            **_then(202, "RecordTranscriptionResult", "DeleteAudio"),
+        },
     )
     async def transcribe(
         audio_id: UUID,
@@ -549,6 +661,10 @@ def create_app(
         status_code=200,
         response_model=CommandAccepted,
         summary="The transcriber's result: a transcript or a failure (service scope)",
+        responses={
+            **_RESULT_PROBLEMS,
+            **_then(200, "TranscribeAudio", "DeleteAudio"),
+        },
     )
     async def transcription_result(
         audio_id: UUID,
@@ -594,6 +710,7 @@ def create_app(
         status_code=200,
         response_model=CommandAccepted,
         summary="Erase an audio file: its S3 object and its data in the projections",
+        responses=_DELETE_PROBLEMS,
     )
     async def delete_audio(
         audio_id: UUID,

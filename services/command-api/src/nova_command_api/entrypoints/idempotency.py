@@ -25,7 +25,9 @@ from .problems import as_problem
 
 logger = logging.getLogger(__name__)
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+"""What an `Idempotency-Key` may be, matched whole (as in the OpenAPI document)."""
+_KEY = re.compile(KEY_PATTERN)
 _REPLAYED_HEADERS = ("location", "etag", "content-type")
 # Answers that depend on a moment, not on the request: a retry should run again.
 # So do 5xx answers (a backend was unavailable).
@@ -45,7 +47,7 @@ def fingerprint(*parts: bytes | str) -> str:
 
 
 def check_key(key: str) -> str:
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise Problem(
             "Idempotency-Key must be 1 to 255 visible ASCII characters, e.g. a UUID",
             status=400,

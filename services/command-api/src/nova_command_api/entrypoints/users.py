@@ -14,13 +14,29 @@ from pydantic import BaseModel, Field
 
 from nova_events import EventMetadata
 from nova_platform.auth import Principal, Scope
-from nova_platform.http.problems import Forbidden
+from nova_platform.http.problems import (
+    AUTH_PROBLEMS,
+    INVALID_REQUEST,
+    Forbidden,
+    problem_responses,
+)
 
 from ..application.commands import Actor, EraseUser
 from ..application.erasure import ErasureResult, UserErasure
-from .idempotency import CommandRun, IdempotentRunner, fingerprint
+from .idempotency import KEY_PATTERN, CommandRun, IdempotentRunner, fingerprint
 
 MetadataOf = Callable[[Principal, CommandRun], EventMetadata]
+
+_PROBLEMS = problem_responses(
+    {
+        400: "`invalid-idempotency-key`",
+        **AUTH_PROBLEMS,
+        409: "`idempotency-key-in-use` / `-released` (retry with the same key)",
+        **INVALID_REQUEST,
+        503: "`event-store-unavailable` or `storage-unavailable`: retry after "
+        "`Retry-After` seconds; a retry finishes the erasure",
+    }
+)
 
 
 class UserErasedAnswer(BaseModel):
@@ -65,6 +81,7 @@ def user_router(
         Header(
             alias="Idempotency-Key",
             description="send the same key again to get the first answer back",
+            json_schema_extra={"pattern": KEY_PATTERN},
         ),
     ]
 
@@ -99,6 +116,7 @@ def user_router(
         status_code=200,
         response_model=UserErasedAnswer,
         summary="Delete your account: erase your personal data everywhere",
+        responses=_PROBLEMS,
         description=(
             "Destroys your data key, so every transcript, title, file name and "
             "storage key you ever gave Nova becomes unreadable in the event "
@@ -119,6 +137,7 @@ def user_router(
         status_code=200,
         response_model=UserErasedAnswer,
         summary="Erase a user's personal data everywhere (admin)",
+        responses=_PROBLEMS,
         description="As `DELETE /commands/users/me`, for any user; `admin` scope.",
     )
     async def erase_user(

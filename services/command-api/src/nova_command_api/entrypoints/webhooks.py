@@ -14,20 +14,36 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nova_platform.auth import Principal
-from nova_platform.webhooks import Attempt, Delivery, DeliveryStatus, Subscription
+from nova_platform.http.problems import (
+    AUTH_PROBLEMS,
+    INVALID_REQUEST,
+    problem_responses,
+)
+from nova_platform.webhooks import (
+    ALL_EVENT_TYPES,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Subscription,
+)
 
 from ..application.commands import Actor
 from ..application.webhooks import (
     DESCRIPTION_MAX_LENGTH,
+    DESCRIPTION_PATTERN,
     PUBLIC_EVENT_TYPES,
     SECRET_MAX_LENGTH,
     SECRET_MIN_LENGTH,
+    SECRET_PATTERN,
     NewSubscription,
     WebhookSubscriptions,
 )
-from .idempotency import IdempotentRunner, fingerprint
+from .idempotency import KEY_PATTERN, IdempotentRunner, fingerprint
 
 _EVENT_TYPES_DOC = ", ".join(f"`{t}`" for t in PUBLIC_EVENT_TYPES)
+_READ = {**AUTH_PROBLEMS, **INVALID_REQUEST}
+_ONE = {**_READ, 404: "`not-found`: no such subscription visible to you"}
+_IN_USE = "`idempotency-key-in-use` / `-released` (retry with the same key)"
 
 
 class CreateWebhookRequest(BaseModel):
@@ -42,12 +58,20 @@ class CreateWebhookRequest(BaseModel):
             "an `http://` or `https://` URL on a public address, without "
             "credentials or `#fragment`"
         ),
+        # Documents the form only; the handler checks it (and the address).
+        json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
     )
     event_types: list[str] = Field(
         min_length=1,
         max_length=len(PUBLIC_EVENT_TYPES),
         description=f'the event types to receive: {_EVENT_TYPES_DOC}; or `["*"]` '
         "for all of them",
+        json_schema_extra={
+            "anyOf": [
+                {"items": {"enum": list(PUBLIC_EVENT_TYPES)}},
+                {"items": {"const": ALL_EVENT_TYPES}},
+            ]
+        },
     )
     secret: str | None = Field(
         default=None,
@@ -57,11 +81,13 @@ class CreateWebhookRequest(BaseModel):
             "the key deliveries are signed with (printable ASCII); leave it out to "
             "get a generated one. It is only shown in this answer"
         ),
+        json_schema_extra={"pattern": SECRET_PATTERN},
     )
     description: str | None = Field(
         default=None,
         max_length=DESCRIPTION_MAX_LENGTH,
         description="a note for yourself, without control characters",
+        json_schema_extra={"pattern": DESCRIPTION_PATTERN},
     )
     user_id: UUID | None = Field(
         default=None,
@@ -196,6 +222,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         Header(
             alias="Idempotency-Key",
             description="send the same key again to get the first answer back",
+            json_schema_extra={"pattern": KEY_PATTERN},
         ),
     ]
 
@@ -215,6 +242,17 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         status_code=201,
         response_model=CreatedWebhook,
         summary="Subscribe a URL to your audio events; the answer holds its secret",
+        responses=problem_responses(
+            {
+                **_READ,
+                400: "`invalid-idempotency-key`",
+                403: "`forbidden`: no `audio:write` scope, or `user_id` of another "
+                "user without `admin`",
+                409: f"`subscription-limit`, or {_IN_USE}",
+                422: "`invalid-request` (e.g. a private or malformed `url`) or "
+                "`idempotency-key-reused`",
+            }
+        ),
     )
     async def create_webhook(
         request: Request,
@@ -246,6 +284,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         "",
         response_model=WebhookList,
         summary="Your subscriptions (an admin: one user's, or everyone's)",
+        responses=problem_responses(_READ),
     )
     async def list_webhooks(
         request: Request,
@@ -262,6 +301,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         "/{subscription_id}",
         response_model=WebhookOut,
         summary="One subscription, without its secret",
+        responses=problem_responses(_ONE),
     )
     async def get_webhook(
         subscription_id: UUID, request: Request, principal: Writer
@@ -274,6 +314,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         status_code=204,
         response_class=Response,
         summary="Delete a subscription; deliveries not sent yet are cancelled",
+        responses=problem_responses(_ONE),
     )
     async def delete_webhook(
         subscription_id: UUID, request: Request, principal: Writer
@@ -285,6 +326,9 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         "/{subscription_id}/deliveries",
         response_model=DeliveryPage,
         summary="A subscription's deliveries and every attempt made to send them",
+        responses=problem_responses(
+            {**_ONE, 400: "`invalid-cursor`: send a `next_cursor` unchanged"}
+        ),
     )
     async def list_deliveries(
         subscription_id: UUID,
@@ -311,6 +355,15 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         status_code=202,
         response_model=ResendAccepted,
         summary="Send a parked delivery again, and the parked ones behind it",
+        responses=problem_responses(
+            {
+                **_ONE,
+                400: "`invalid-idempotency-key`",
+                404: "`not-found`: no such subscription or delivery visible to you",
+                409: f"`delivery-not-parked`, `earlier-delivery-parked`, or {_IN_USE}",
+                422: "`invalid-request` or `idempotency-key-reused`",
+            }
+        ),
     )
     async def resend_delivery(
         subscription_id: UUID,

@@ -23,12 +23,16 @@ from nova_platform.auth import Principal, Scope, TokenVerifier
 from nova_platform.aws import client_kwargs, session
 from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.http.metrics import install_metrics
+from nova_platform.http.openapi import install_openapi
 from nova_platform.http.problems import (
+    AUTH_PROBLEMS,
+    INVALID_REQUEST,
     Forbidden,
     NotFound,
     NotReady,
     Problem,
     install_problem_handlers,
+    problem_responses,
 )
 from nova_platform.http.security import bearer_principal, correlation_middleware
 from nova_platform.personal import open_personal_data
@@ -67,6 +71,18 @@ from .grpc_server import start_grpc_server
 __all__ = ["QueryApiSettings", "create_app", "main"]
 
 RETRY_AFTER_S = 1
+
+_QUERY = {
+    **AUTH_PROBLEMS,
+    403: "`forbidden`: no `audio:read` scope, or another user's audio without `admin`",
+    **INVALID_REQUEST,
+}
+_NOT_FOUND = {404: "`not-found`: missing, erased, or another user's"}
+_NOT_YET = {
+    503: "`not-yet-consistent`: not at `min_version` yet; retry after "
+    "`Retry-After` seconds",
+}
+_PAGED = {400: "`invalid-cursor`: send a `next_cursor` of the same query unchanged"}
 
 
 def _problem(exc: QueryError) -> Problem:
@@ -204,6 +220,7 @@ def create_app(
         openapi_url="/queries/openapi.json",
     )
     install_problem_handlers(app)
+    install_openapi(app)
     install_metrics(app)
     app.middleware("http")(correlation_middleware)
 
@@ -239,12 +256,16 @@ def create_app(
 
     def wanted_version(query: int | None, header: int | None) -> int | None:
         if query is not None and header is not None and query != header:
-            raise Problem(
+            message = (
                 f"`min_version` ({query}) and `X-Min-Version` ({header}) differ; "
-                "send one of them",
+                "send one of them"
+            )
+            raise Problem(
+                message,
                 status=422,
                 kind="invalid-request",
                 title="The request does not match the API's schema",
+                errors=[{"location": "header.X-Min-Version", "message": message}],
             )
         return query if query is not None else header
 
@@ -252,8 +273,8 @@ def create_app(
         "/queries/audio/{audio_id}",
         response_model=AudioReadModel,
         responses={
-            404: {"description": "missing, erased, or another user's"},
-            503: {"description": "`not-yet-consistent`: not at `min_version` yet"},
+            304: {"description": "`If-None-Match` names the current version"},
+            **problem_responses({**_QUERY, **_NOT_FOUND, **_NOT_YET}),
         },
     )
     async def get_audio(
@@ -283,7 +304,11 @@ def create_app(
             return Response(status_code=304, headers={"ETag": etag})
         return JSONResponse(audio.model_dump(mode="json"), headers={"ETag": etag})
 
-    @app.get("/queries/audio", response_model=AudioPage)
+    @app.get(
+        "/queries/audio",
+        response_model=AudioPage,
+        responses=problem_responses({**_QUERY, **_PAGED}),
+    )
     async def list_audio(
         principal: Reader,
         queries: Queries,
@@ -296,7 +321,11 @@ def create_app(
         """Your audios (or `user_id`'s, for an admin), newest first."""
         return await queries.list_audio(principal, user_id, limit, cursor)
 
-    @app.get("/queries/search", response_model=SearchPage)
+    @app.get(
+        "/queries/search",
+        response_model=SearchPage,
+        responses=problem_responses({**_QUERY, **_PAGED, **_NOT_YET}),
+    )
     async def search(
         principal: Reader,
         queries: Queries,
@@ -337,7 +366,11 @@ def create_app(
             min_version=wanted_version(min_version, x_min_version),
         )
 
-    @app.get("/queries/audio/{audio_id}/history", response_model=AudioHistory)
+    @app.get(
+        "/queries/audio/{audio_id}/history",
+        response_model=AudioHistory,
+        responses=problem_responses({**_QUERY, **_NOT_FOUND}),
+    )
     async def audio_history(
         audio_id: UUID, principal: Reader, queries: Queries
     ) -> AudioHistory:
