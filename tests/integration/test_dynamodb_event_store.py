@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any, cast
 from uuid import uuid4
 
@@ -11,6 +12,7 @@ from nova_command_api.adapters.dynamodb_event_store import DynamoDBEventStore
 from nova_command_api.application.ports import ConcurrencyError
 from nova_events import AUDIO_FILE, AudioProcessingCompleted, AudioProcessingStarted
 from nova_platform.aws import client_kwargs, session
+from nova_platform.personal import open_personal_data
 from nova_platform.settings import NovaSettings
 
 from ..contracts.event_store import META, EventStoreContract, created
@@ -151,3 +153,38 @@ class TestDynamoDBEventStore(EventStoreContract):
 
         assert [e.version for e in events] == list(range(1, 12))
         assert sum(e.aggregate_id == audio_id for e in by_type) == 10
+
+
+class TestSealingDynamoDBEventStore(EventStoreContract):
+    """The same contract while every event's personal fields are sealed."""
+
+    @pytest.fixture
+    async def store(self, settings: NovaSettings) -> AsyncIterator[DynamoDBEventStore]:
+        async with AsyncExitStack() as stack:
+            ddb = await stack.enter_async_context(
+                session().client("dynamodb", **client_kwargs(settings))
+            )
+            personal = await open_personal_data(settings, stack, ddb)
+            yield DynamoDBEventStore(ddb, settings.event_store_table, personal=personal)
+
+    async def test_items_hold_the_personal_fields_sealed(
+        self, store: DynamoDBEventStore, settings: NovaSettings
+    ) -> None:
+        audio_id = uuid4()
+        event = created(audio_id)
+        await store.append_events(AUDIO_FILE, audio_id, [event], 0, META)
+
+        async with session().client("dynamodb", **client_kwargs(settings)) as ddb:
+            found = await ddb.get_item(
+                TableName=settings.event_store_table,
+                Key={
+                    "pk": {"S": f"{AUDIO_FILE}#{audio_id}"},
+                    "sk": {"S": "v0000000001"},
+                },
+                ConsistentRead=True,
+            )
+        stored = found["Item"]["event_data"]["S"]
+        assert event.s3_key not in stored
+        assert '"_sealed"' in stored
+        [opened] = await store.get_events(AUDIO_FILE, audio_id)
+        assert opened.data["s3_key"] == event.s3_key
