@@ -34,12 +34,19 @@ from schemathesis.openapi.checks import RejectedPositiveData
 from nova_command_api.adapters.memory_audio_storage import InMemoryAudioStorage
 from nova_command_api.adapters.memory_event_store import InMemoryEventStore
 from nova_command_api.adapters.memory_idempotency import InMemoryIdempotencyStore
-from nova_command_api.application.commands import Actor, UploadAudio
+from nova_command_api.application.commands import (
+    Actor,
+    DeleteAudio,
+    RecordTranscription,
+    RecordTranscriptionFailure,
+    TranscribeAudio,
+    UploadAudio,
+)
 from nova_command_api.application.handlers import AudioCommandHandler
 from nova_command_api.application.storage import StoredObject
 from nova_command_api.entrypoints.http import create_app as create_command_app
 from nova_command_api.settings import CommandApiSettings
-from nova_events import AUDIO_FILE, EventEnvelope, EventMetadata
+from nova_events import AUDIO_FILE, EventEnvelope, EventMetadata, Segment
 from nova_platform.auth.dev_token import issue
 from nova_platform.webhooks import InMemoryWebhookStore
 from nova_projector_readmodel.adapters.memory_read_model import InMemoryReadModel
@@ -213,31 +220,55 @@ class Backends:
             webhooks=self.webhooks,
         )
 
-    def query_app(self) -> FastAPI:
+    def query_app(self, *, grpc: bool = False) -> FastAPI:
+        """query-api on these backends; with `grpc`, also serving gRPC on a
+        free 127.0.0.1 port (`app.state.grpc_port`) while it runs."""
         return create_query_app(
-            QueryApiSettings(jwt_secret=SECRET, consistency_wait_s=0.05),
+            QueryApiSettings(
+                jwt_secret=SECRET,
+                consistency_wait_s=0.05,
+                http_host="127.0.0.1",
+                grpc_port=0,
+            ),
             repository=self.read_side,
             search_index=self.read_side,
             history=self.store,
             progress=NoProgress(),
+            grpc=grpc,
         )
 
-    async def seed(self, count: int) -> None:
-        """`count` uploads of `USER` through the command side."""
-        if not count:
-            return
+    async def seed(self, count: int) -> list[UUID]:
+        """`count` uploads of `USER` through the command side, in turn left
+        pending, transcribed (with segments), failed and erased."""
         app = self.command_app()
         async with app.router.lifespan_context(app):
-            for n in range(count):
-                await _upload(app.state.handler, n)
+            return [await _seed_one(app.state.handler, n) for n in range(count)]
 
 
-async def _upload(handler: AudioCommandHandler, n: int) -> None:
-    command = UploadAudio(
-        Actor(USER), io.BytesIO(WAV), len(WAV), file_name=f"seed-{n}.wav"
+async def _seed_one(handler: AudioCommandHandler, n: int) -> UUID:
+    def meta(step: str) -> EventMetadata:
+        return EventMetadata(correlation_id=f"seed-{n}", command_id=f"{step}-{n}")
+
+    user, transcriber = Actor(USER), Actor(USER, is_admin=True)
+    upload = UploadAudio(user, io.BytesIO(WAV), len(WAV), file_name=f"seed-{n}.wav")
+    audio_id = (await handler.upload_audio(upload, meta("upload"))).audio_id
+    if n % 4 == 0:
+        return audio_id
+    await handler.transcribe_audio(TranscribeAudio(user, audio_id), meta("start"))
+    if n % 4 == 2:
+        failure = RecordTranscriptionFailure(
+            transcriber, audio_id, 1, "the engine gave up", retryable=False
+        )
+        await handler.record_transcription_failure(failure, meta("fail"))
+        return audio_id
+    segments = (Segment(start=0.0, end=0.4, text="hello <b>world</b>"),)
+    result = RecordTranscription(
+        transcriber, audio_id, 1, "hello <b>world</b>", 0.9, "en-US", segments
     )
-    meta = EventMetadata(correlation_id=f"seed-{n}", command_id=f"seed-{n}")
-    await handler.upload_audio(command, meta)
+    await handler.record_transcription(result, meta("done"))
+    if n % 4 == 3:
+        await handler.delete_audio(DeleteAudio(user, audio_id), meta("erase"))
+    return audio_id
 
 
 Scope = MutableMapping[str, Any]
@@ -339,7 +370,8 @@ class InProcess:
         async with AsyncExitStack() as stack:
             for app in self.apps.values():
                 await stack.enter_async_context(app.router.lifespan_context(app))
-            await self.backends.seed(self._seed)
+            if self._seed:
+                await self.backends.seed(self._seed)
             await send({"type": "lifespan.startup.complete"})
             message = await receive()
             assert message["type"] == "lifespan.shutdown", message

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
+import grpc
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,10 +19,15 @@ from nova_command_api.settings import CommandApiSettings
 from nova_platform.auth.dev_token import issue
 from nova_platform.http.problems import PROBLEM_JSON
 from nova_platform.webhooks import InMemoryWebhookStore
+from nova_query_api.entrypoints.grpc_server import SERVICE_NAME
 from nova_query_api.entrypoints.http import create_app as query_app
+from nova_query_api.grpc_gen import query_pb2
 from nova_query_api.settings import QueryApiSettings
 
 from .test_query_api import FakeRepository, item
+from .test_query_grpc import Both, bearer, both, trailers
+
+__all__ = ["both"]  # the gRPC fixture, used below
 
 SECRET = "unit-test-secret-of-at-least-32-bytes"
 USER = UUID("11111111-1111-4111-8111-111111111111")
@@ -191,3 +197,30 @@ def test_the_command_documents_state_the_rules_the_handlers_apply(
         "TranscribeAudio",
         "DeleteAudio",
     }
+
+
+@pytest.mark.parametrize(
+    "raw", [b"\x0a\x02\xff\xfe", b"\xff\xff\xff", b"\x0a\xff\xff\xff\xff\x0f"]
+)
+async def test_grpc_request_bytes_that_are_no_message_are_invalid_argument(
+    both: Both, raw: bytes
+) -> None:
+    # grpc answered UNKNOWN with protobuf's exception, and no trailers.
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, query_pb2.Audio] = (
+        both.channel.unary_unary(
+            f"/{SERVICE_NAME}/GetAudio",
+            request_serializer=None,
+            response_deserializer=query_pb2.Audio.FromString,
+        )
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as malformed:
+        await call(raw, metadata=bearer())
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await call(raw)
+
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert trailers(malformed.value)["nova-problem-type"] == "invalid-request"
+    assert trailers(malformed.value)["nova-field"] == "request"
+    assert "GetAudioRequest" in (malformed.value.details() or "")
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -17,12 +17,13 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import (  # type: ignore[import-untyped]
     health,
     health_pb2,
@@ -264,6 +265,24 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
 
         return await self._answer("GetHistory", context, call)
 
+    async def refuse_malformed(
+        self,
+        rpc: str,
+        request: MalformedRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Message:
+        """INVALID_ARGUMENT (once the caller is authenticated) for bytes that
+        are no request message; grpc itself would answer UNKNOWN."""
+
+        async def call(caller: Principal) -> Message:
+            raise InvalidArgumentError(
+                "request",
+                f"the request is not a {request.message_type} message "
+                f"({request.error}); build it from nova/query/v1/query.proto",
+            )
+
+        return await self._answer(rpc, context, call)
+
     async def _answer(
         self,
         rpc: str,
@@ -321,6 +340,55 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 trailing_metadata=(*trailers, ("nova-problem-type", "forbidden")),
             )
         return caller
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedRequest:
+    """What a method receives for request bytes that do not parse as its type."""
+
+    message_type: str
+    error: str
+
+
+def _lenient(message_type: type[M]) -> Callable[[bytes], M | MalformedRequest]:
+    def decode(raw: bytes) -> M | MalformedRequest:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError as exc:
+            return MalformedRequest(message_type.DESCRIPTOR.full_name, str(exc))
+
+    return decode
+
+
+def _add_servicer(servicer: QueryServicer, server: grpc.aio.Server) -> None:
+    """As the generated `add_QueryServiceServicer_to_server`, but a request
+    that does not parse reaches `refuse_malformed` instead of failing in grpc."""
+
+    def handle(name: str) -> Callable[..., Awaitable[Message]]:
+        method = getattr(servicer, name)
+
+        async def behaviour(request: Any, context: Any) -> Message:
+            if isinstance(request, MalformedRequest):
+                return await servicer.refuse_malformed(name, request, context)
+            answer: Message = await method(request, context)
+            return answer
+
+        return behaviour
+
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            handle(method.name),
+            request_deserializer=_lenient(getattr(query_pb2, method.input_type.name)),
+            response_serializer=getattr(
+                query_pb2, method.output_type.name
+            ).SerializeToString,
+        )
+        for method in query_pb2.DESCRIPTOR.services_by_name["QueryService"].methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+    )
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 ReadyCheck = Callable[[], Awaitable[object]]
@@ -421,9 +489,7 @@ async def start_grpc_server(
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
         ]
     )
-    query_pb2_grpc.add_QueryServiceServicer_to_server(
-        QueryServicer(queries, verifier), server
-    )
+    _add_servicer(QueryServicer(queries, verifier), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
