@@ -5,9 +5,10 @@
 The run kills the broker, so it uses a local stack of its own (state under
 `.nova/faults/stack`, Kafka on 39092, OpenSearch on 39200, moto on 35000,
 Redis on 36379), never the one `make run` and the tests use. `NOVA_STACK_*`
-variables override those settings. The stack is stopped at the end if this
-run started it, unless `--keep-stack`. Exit status 0 only if every invariant
-held over at least `--cycles` kill cycles.
+variables override those settings. If this run started the stack, it stops it
+at the end and removes its data (`stack.py clean`), unless `--keep-stack`.
+Exit status 0 only if every invariant held over at least `--cycles` kill
+cycles.
 """
 
 from __future__ import annotations
@@ -119,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         if not was_running and not args.keep_stack:
-            say("stopping the faults stack ...")
-            stack(env, "stop")
+            # Its data goes with it: each run's broker then recovers only its
+            # own partitions after a kill.
+            say("stopping the faults stack and removing its data ...")
+            stack(env, "clean")
     sys.stdout.write(report.describe() + "\n")
     if len(report.cycles) < args.cycles:
         say(f"only {len(report.cycles)} of {args.cycles} cycles ran within the bound")

@@ -34,6 +34,11 @@ from .forwarder import open_forwarder
 from .redrive import parse_command, run_redrive
 
 SERVICE = "integration"
+MAX_RECORDS = 100
+"""Records per batch. Each event costs several writes (its deliveries, then
+each attempt's claim and outcome), so a batch of the default 500 took longer
+than the time between two restarts or rebalances under the fault test and
+never committed; a smaller batch commits its progress before the next one."""
 
 
 class WebhookMetrics:
@@ -133,6 +138,7 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
         on_startup=[start],
         on_shutdown=[stop],
         ready_checks={"webhooks": webhooks_table_answers},
+        max_records=MAX_RECORDS,
         personal=lambda: personal,
         description=(
             "Turns every event into signed webhook deliveries for the subscriptions "
