@@ -111,7 +111,10 @@ def test_split_takes_out_exactly_the_personal_fields_and_merge_puts_them_back() 
     assert all("text" not in s for s in public["segments"])
     assert public["segments"][0]["confidence"] == 0.8
     assert public["language"] == "en-US"
+    kept = copy.deepcopy(public)
     assert merge_personal(public, taken) == original
+    assert erase_personal("TranscriptionCompleted", 1, public) != public
+    assert public == kept, "merging and erasing change no argument either"
 
 
 def test_the_public_part_of_a_creation_keeps_ids_and_facts_only() -> None:

@@ -91,7 +91,8 @@ def split_personal(
     fields = personal_fields(event_type, schema_version)
     if not fields:
         return data, {}
-    public = copy.deepcopy(data)
+    # Copied only along the fields' paths: `data` stays as it was.
+    public = dict(data)
     taken: dict[str, Any] = {}
     for field in fields:
         found, value = _take(public, field.path)
@@ -101,16 +102,18 @@ def split_personal(
 
 
 def merge_personal(public: Payload, personal: Mapping[str, Any]) -> Payload:
-    """`public` with the fields `split_personal` took out put back."""
-    data = copy.deepcopy(public)
+    """`public` with the fields `split_personal` took out put back (`public`
+    itself is not changed)."""
+    data = dict(public)
     for name, value in personal.items():
         _put(data, _path(name), value)
     return data
 
 
 def erase_personal(event_type: str, schema_version: int, public: Payload) -> Payload:
-    """`public` with every personal field set to its erased value."""
-    data = copy.deepcopy(public)
+    """`public` with every personal field set to its erased value (`public`
+    itself is not changed)."""
+    data = dict(public)
     data.pop(SEALED_KEY, None)
     for field in personal_fields(event_type, schema_version):
         _fill(data, field.path, field.erased)
@@ -217,18 +220,35 @@ def _path(name: str) -> tuple[str, ...]:
     return tuple(path)
 
 
+def _own(value: Any) -> Any:
+    """A shallow copy of a container about to be changed; other values as
+    they are. Steps down a path copy each container they change, so nothing
+    the caller holds is ever changed."""
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
 def _take(node: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
-    """Remove what `path` names from `node`: (found, the value). Through an
-    array, the value is the list of what each item held (None if it held none)."""
+    """Remove what `path` names from `node` (a copy of ours): (found, the
+    value). Through an array, the value is the list of what each item held
+    (None if it held none)."""
     step, rest = path[0], path[1:]
     if step == _ITEMS:
         if not isinstance(node, list):
             return False, None
-        return True, [_take(item, rest)[1] for item in node]
+        values = []
+        for i, item in enumerate(node):
+            node[i] = _own(item)
+            values.append(_take(node[i], rest)[1])
+        return True, values
     if not isinstance(node, dict) or step not in node:
         return False, None
     if not rest:
         return True, node.pop(step)
+    node[step] = _own(node[step])
     return _take(node[step], rest)
 
 
@@ -236,26 +256,30 @@ def _put(node: Any, path: tuple[str, ...], value: Any) -> None:
     step, rest = path[0], path[1:]
     if step == _ITEMS:
         if isinstance(node, list) and isinstance(value, list):
-            for item, item_value in zip(node, value, strict=False):
-                _put(item, rest, item_value)
+            for i, item_value in enumerate(value[: len(node)]):
+                node[i] = _own(node[i])
+                _put(node[i], rest, item_value)
         return
     if not isinstance(node, dict):
         return
     if not rest:
         node[step] = value
     elif step in node:
+        node[step] = _own(node[step])
         _put(node[step], rest, value)
 
 
 def _fill(node: Any, path: tuple[str, ...], erased: Any) -> None:
     step, rest = path[0], path[1:]
     if step == _ITEMS:
-        for item in node if isinstance(node, list) else ():
-            _fill(item, rest, erased)
+        for i in range(len(node) if isinstance(node, list) else 0):
+            node[i] = _own(node[i])
+            _fill(node[i], rest, erased)
         return
     if not isinstance(node, dict):
         return
     if not rest:
         node[step] = copy.deepcopy(erased)
     elif step in node:
+        node[step] = _own(node[step])
         _fill(node[step], rest, erased)
