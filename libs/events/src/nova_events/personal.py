@@ -209,6 +209,7 @@ def _name(path: tuple[str, ...]) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1024)
 def _path(name: str) -> tuple[str, ...]:
     path: list[str] = []
     for part in name.split("."):
