@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -255,11 +255,8 @@ class KmsKeyWrapper:
 
 
 def new_user_key(user_id: UUID, wrapped: bytes, wrapping: str) -> UserKey:
+    """The item of a data key made now."""
     return UserKey(user_id, wrapped, wrapping, datetime.now(UTC))
-
-
-def as_tombstone(key: UserKey, erased_at: datetime) -> UserKey:
-    return replace(key, wrapped_key=None, erased_at=erased_at)
 
 
 def _context(user_id: UUID) -> bytes:
