@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -117,6 +118,8 @@ class Harness:
         self.jwt_secret = self.jwt_secret or secrets.token_hex(24)
         self._suffixes: list[str] = []
         self._running: list[RunningService] = []
+        self._shown: dict[int, str] = {}
+        """The name each service process has in logs and the CPU table."""
         # The development key-encryption key of `make run` and the tests,
         # unless the environment names one.
         self.env.setdefault(
@@ -183,11 +186,10 @@ class Harness:
                 command = [
                     str(BIN / "pyinstrument"),
                     "-r",
-                    "html",
+                    "pyisession",
                     "-o",
-                    f"{profile}.html",
-                    "--from-path",
-                    svc.command,
+                    f"{profile}.pyisession",
+                    str(BIN / svc.command),
                 ]
             process = subprocess.Popen(
                 command,
@@ -199,6 +201,7 @@ class Harness:
             running = RunningService(svc, port, process, log_path, log, grpc_port)
             started[name] = running
             self._running.append(running)
+            self._shown[process.pid] = shown
             self.monitor.watch(shown, process.pid)
         self._wait_healthy(list(started.values()))
         return started
@@ -231,19 +234,50 @@ class Harness:
         return started
 
     def stop_empty(self, processes: Iterable[subprocess.Popen[bytes]]) -> None:
-        for process in processes:
+        for process, kind in zip(processes, ("http", "grpc"), strict=False):
             process.terminate()
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            self.monitor.unwatch(f"raw-{kind} server")
 
     def stop(self, running: Iterable[RunningService]) -> None:
         for item in running:
+            if item.service.name in self.profile and item.process.poll() is None:
+                # uvicorn re-raises SIGTERM after its shutdown, which kills the
+                # process before pyinstrument writes; SIGINT ends in a
+                # KeyboardInterrupt that pyinstrument catches and reports.
+                item.process.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    item.process.wait(60)
+                self._render_profile(item)
             item.stop(timeout=30)
+            self.monitor.unwatch(self._shown.pop(item.process.pid, item.service.name))
             with contextlib.suppress(ValueError):
                 self._running.remove(item)
+
+    def _render_profile(self, item: RunningService) -> None:
+        """The session as HTML (to browse) and text (to read in a terminal)."""
+        stem = item.log_path.name.removesuffix(".log")
+        session = self.out / "profiles" / f"{stem}.pyisession"
+        if not session.exists():
+            return
+        for renderer, extension in (("html", "html"), ("text", "txt")):
+            subprocess.run(
+                [
+                    str(BIN / "pyinstrument"),
+                    "--load",
+                    str(session),
+                    "-r",
+                    renderer,
+                    "-o",
+                    str(session.with_suffix(f".{extension}")),
+                ],
+                check=False,
+                capture_output=True,
+            )
 
     def stop_all(self) -> None:
         self.stop(list(reversed(self._running)))

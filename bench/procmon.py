@@ -79,6 +79,14 @@ class ProcessMonitor:
             self._pids[name] = pid
             self._sample()
 
+    def unwatch(self, name: str) -> None:
+        """Stop watching `name` (its process ended): its pid may be reused by
+        another process, whose CPU time must not count as this one's."""
+        with self._lock:
+            self._sample()
+            if self._pids.pop(name, None) is not None:
+                self._offset[name] = self._last_cpu.get(name, 0.0)
+
     def start(self) -> None:
         self._thread.start()
 

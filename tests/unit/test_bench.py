@@ -210,3 +210,21 @@ def test_report_marks_misses_and_unmeasured_figures() -> None:
     assert "| lag p99 | <= 250 ms | 300 [280, 320] ms | **miss** |" in text
     assert "| encryption | reported | n/a | not measured | issue 10 |" in text
     assert "| raw_put | 100 [100, 100] | 1 |" in text
+
+
+def test_an_unwatched_process_keeps_its_cpu_and_ignores_its_pid() -> None:
+    monitor = ProcessMonitor(interval_s=0.05)
+    monitor.watch("me", os.getpid())
+    monitor.start()
+    monitor.phase("busy")
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    monitor.unwatch("me")
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    monitor.stop()
+
+    usage = {name: u for name, _, u in monitor.report()}["busy"]["me"]
+    assert 0.15 <= usage.cpu_s < 0.45

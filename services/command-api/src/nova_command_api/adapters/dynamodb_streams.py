@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -17,19 +18,33 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
 
 READ_LIMIT = 1000
+SHARDS_TTL_S = 5.0
+"""How long the relay reuses the stream's shard list. A shard's children only
+matter once it closes, and a read that finds it closed drops the list at once;
+without the cache every pass paid a DescribeStream (as long as the read itself
+on moto, in `make bench`)."""
 
 
 class DynamoDBStreamFeed:
     """Reads inserts from each shard of the event store table's stream."""
 
     def __init__(
-        self, ddb: DynamoDBClient, streams: DynamoDBStreamsClient, table_name: str
+        self,
+        ddb: DynamoDBClient,
+        streams: DynamoDBStreamsClient,
+        table_name: str,
+        shards_ttl_s: float = SHARDS_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ddb = ddb
         self._streams = streams
         self._table = table_name
         self._arn: str | None = None
         self._iterators: dict[str, str | None] = {}
+        self._shards_ttl_s = shards_ttl_s
+        self._clock = clock
+        self._shards: list[Shard] | None = None
+        self._shards_until = 0.0
 
     async def stream_arn(self) -> str:
         if self._arn is None:
@@ -44,6 +59,10 @@ class DynamoDBStreamFeed:
         return self._arn
 
     async def shards(self) -> list[Shard]:
+        """The stream's shards, listed again at most every `shards_ttl_s`."""
+        now = self._clock()
+        if self._shards is not None and now < self._shards_until:
+            return list(self._shards)
         request: dict[str, Any] = {"StreamArn": await self.stream_arn()}
         found: list[Shard] = []
         while True:
@@ -55,8 +74,10 @@ class DynamoDBStreamFeed:
             )
             last = description.get("LastEvaluatedShardId")
             if not last:
-                return found
+                break
             request["ExclusiveStartShardId"] = last
+        self._shards, self._shards_until = found, now + self._shards_ttl_s
+        return list(found)
 
     async def read(self, shard_id: str, after: str | None) -> ChangeBatch:
         iterator = self._iterators.get(shard_id)
@@ -74,6 +95,8 @@ class DynamoDBStreamFeed:
         records = page.get("Records", [])
         next_iterator = page.get("NextShardIterator")
         self._iterators[shard_id] = next_iterator
+        if next_iterator is None:
+            self._shards = None  # closed: its children are to be listed now
         inserts = [
             r
             for r in records
@@ -93,6 +116,7 @@ class DynamoDBStreamFeed:
 
     def forget(self) -> None:
         self._iterators.clear()
+        self._shards = None
 
     async def _iterator(self, shard_id: str, after: str | None) -> str:
         request: dict[str, Any] = {
