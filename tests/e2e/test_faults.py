@@ -60,7 +60,7 @@ async def test_nothing_is_lost_or_doubled_when_each_part_is_killed(
         targets=targets,
         shuffle=False,
         between_s=(1.5, 2.5),
-        rate=3.0,
+        rate=2.0,
     )
 
     report = await run_faults(

@@ -6,8 +6,8 @@ them in the store whether or not the command was acknowledged. A command is
 resent with its key after a transport error, a 5xx, a 429 or a 409 that says
 "try again" (a claim in use or released, a concurrent write), until it is
 acknowledged or its deadline passes. On top of that, some acknowledged
-commands are sent again on purpose, and some creates are sent twice at once:
-every answer to one key must be the same.
+commands are sent again on purpose, and some creates are sent a second time
+while the first is still running: every answer to one key must be the same.
 
 The transcriber is not run: the load generator submits each audio's result
 itself with the service scope, as the transcriber does, and that result is
@@ -59,6 +59,12 @@ COMMAND_DEADLINE_S = 150.0
 """Longer than an idempotency claim's 60 s lease plus a restart: a command
 whose run was killed is taken over by a retry once the lease has run out."""
 REQUEST_TIMEOUT_S = 20.0
+RACE_DELAY_S = 1.0
+"""How long after a create its racing copy goes out, so that it meets the
+first one's claim. Sent at the same instant, the two conditional puts of the
+claim can both succeed on moto, whose server runs requests in threads without
+making a condition and its write one step (DynamoDB does); that is the
+emulator's race, not the claim's."""
 TOKEN_TTL_S = 6 * 3600
 
 
@@ -80,11 +86,13 @@ class Command:
     """Known before sending for all but a create."""
     attempts: int = 0
     answers: list[Answer] = field(default_factory=list)
+    last_failure: str = ""
+    """What the latest unanswered attempt met (for an unacknowledged one)."""
     rejected: Answer | None = None
     """A 4xx that no retry can change: the command is refused, not lost."""
     acknowledged_at: float | None = None
     raced: bool = False
-    """Sent twice at once with its key from the start."""
+    """Sent a second time with its key while the first is still running."""
 
     @property
     def acknowledged(self) -> bool:
@@ -167,7 +175,9 @@ class LoadGenerator:
         created.raced = self._random.random() < self._race_share
         if created.raced:
             self.stats.raced_creates += 1
-            await asyncio.gather(self._send(http, created), self._send(http, created))
+            await asyncio.gather(
+                self._send(http, created), self._send(http, created, RACE_DELAY_S)
+            )
         else:
             await self._send(http, created)
         if not created.acknowledged:
@@ -190,8 +200,11 @@ class LoadGenerator:
         self.commands.append(command)
         return command
 
-    async def _send(self, http: httpx.AsyncClient, command: Command) -> None:
+    async def _send(
+        self, http: httpx.AsyncClient, command: Command, after_s: float = 0.0
+    ) -> None:
         """Send until acknowledged, refused or past the deadline; maybe again."""
+        await asyncio.sleep(after_s)
         deadline = time.monotonic() + COMMAND_DEADLINE_S
         answer = await self._until_answered(http, command, deadline)
         if answer is None:
@@ -213,8 +226,9 @@ class LoadGenerator:
             command.attempts += 1
             try:
                 response = await self._request(http, command)
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 self.stats.transport_errors += 1
+                command.last_failure = repr(exc)[:200]
             else:
                 if response.is_success:
                     return Answer(
@@ -227,6 +241,7 @@ class LoadGenerator:
                         response.status_code, _json(response), replayed=False
                     )
                     return None
+                command.last_failure = f"{response.status_code} {response.text[:200]}"
                 statuses = self.stats.retried_statuses
                 statuses[response.status_code] = (
                     statuses.get(response.status_code, 0) + 1

@@ -78,7 +78,7 @@ class FaultPlan:
     """Each round kills the targets in a shuffled order, else in `targets`'."""
     time_bound_s: float = 1500.0
     """The faults stop after this long even if cycles remain."""
-    rate: float = 2.5
+    rate: float = 1.5
     """Audio histories the load starts per second."""
     users: int = 3
     drain_s: float = 60.0
@@ -334,6 +334,11 @@ async def check(
             "load": load.stats,
         }
     )
+    report.facts["never answered"] = [
+        f"{c.kind} {c.key} after {c.attempts} attempts: {c.last_failure}"
+        for c in commands
+        if not c.acknowledged and c.rejected is None
+    ][: invariants.SHOWN]
     v = report.violations
     v["acknowledged commands stored exactly once, nothing half written"] = (
         invariants.stored_exactly_once(commands, events)

@@ -205,9 +205,21 @@ def test_orphan_doubled_and_missing_files_are_named(history: History) -> None:
     missing_id = missing.rsplit("/", 1)[-1].removesuffix(".wav")
     doubled_id = doubled.rsplit("/", 1)[-1].removesuffix(".wav")
     assert len(problems) == 3, problems
-    assert "the bucket holds audio/orphan.wav, which no live audio has" in problems
+    assert (
+        "the bucket holds audio/orphan.wav, which no live audio has "
+        "(1 such files, 0 creates never answered)"
+    ) in problems
     assert any(p.startswith(f"audio {doubled_id} has 2 files") for p in problems)
     assert f"the file of live audio {missing_id} is not in the bucket" in problems
+
+
+def test_a_file_left_by_a_create_never_answered_is_allowed(history: History) -> None:
+    history.commands.append(Command("faults-create-lost", "create", USER, None))
+    objects = {*history.objects(), "audio/x/left-behind.wav"}
+
+    assert (
+        invariants.one_effect_per_key(history.commands, history.events, objects) == []
+    )
 
 
 def test_kafka_losing_reordering_or_doubling_is_named(history: History) -> None:
