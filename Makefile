@@ -120,7 +120,7 @@ test: install lint ## Everything CI runs: lint, types, the whole pytest suite
 
 .PHONY: test-unit
 test-unit: $(STAMP) $(GRPC_STUBS) ## Unit tests only (no backends)
-	$(BIN)/pytest -m "not integration and not e2e"
+	$(BIN)/pytest -m "not integration and not e2e and not fuzz"
 
 # Benchmarks (bench/, see README "Benchmarks"): not part of `make test`. They
 # load the stack hard: run them on a stack nobody is testing against.
@@ -141,6 +141,18 @@ FAULT_CYCLES ?= 30
 .PHONY: faults
 faults: $(STAMP) $(GRPC_STUBS) ## Kill services and the broker under load, then check the invariants (FAULT_CYCLES=30)
 	$(BIN)/python -m tests.faults --cycles $(FAULT_CYCLES)
+
+# API fuzzing (tests/fuzz/, see README "Tests"): `make test` runs it with a
+# small budget (25 examples per operation, derandomized); this runs it longer,
+# seeded so a failure replays with the same FUZZ_SEED. Needs the stack (one
+# pass runs against the services as processes).
+FUZZ_EXAMPLES ?= 300
+FUZZ_SEED ?= 0
+
+.PHONY: fuzz
+fuzz: $(STAMP) $(GRPC_STUBS) ## Fuzz both REST APIs and gRPC longer (FUZZ_EXAMPLES=300 per operation, FUZZ_SEED=0)
+	NOVA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) NOVA_FUZZ_SEED=$(FUZZ_SEED) $(BIN)/pytest \
+		-m fuzz --hypothesis-seed=$(FUZZ_SEED) --timeout=3600 tests/fuzz
 
 .PHONY: stack-start stack-stop stack-status
 stack-start: install ## Start Kafka, OpenSearch, moto and Redis as local processes
