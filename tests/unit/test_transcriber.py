@@ -826,6 +826,81 @@ async def test_a_redis_failure_never_fails_the_transcription(
     assert "progress could not be written" in caplog.text
 
 
+class CancellationLosingStore:
+    """A write that returns normally although it was cancelled, as redis-py's
+    does on Python 3.11 when the cancellation arrives as the write completes
+    (its `asyncio.wait_for` drops the cancellation)."""
+
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+        self.lost = 0
+
+    async def write(self, audio_id: UUID, entry: Mapping[str, object]) -> None:
+        self.writing.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.lost += 1
+
+
+class EngineEndingDuringAProgressWrite(FakeEngine):
+    def __init__(self, store: CancellationLosingStore) -> None:
+        super().__init__()
+        self.store = store
+
+    async def transcribe(
+        self,
+        s3_key: str,
+        language: str,
+        enable_diarization: bool,
+        on_progress: ProgressCallback | None = None,
+        *,
+        job_key: str | None = None,
+    ) -> Transcript:
+        assert on_progress is not None
+        on_progress(1.5, 1.5, 1)
+        await self.store.writing.wait()
+        return TRANSCRIPT
+
+
+async def test_a_stopped_reporter_ends_although_its_cancellation_was_lost() -> None:
+    store = CancellationLosingStore()
+    reporter = ProgressReporter(store, uuid4(), 1, min_interval_s=0.0)
+    reporter.report(0.5, 1.5, 1)
+    flusher = asyncio.create_task(reporter.run(poll_s=0.01))
+    await store.writing.wait()
+    reporter.stop()
+    flusher.cancel()
+    done, _ = await asyncio.wait({flusher}, timeout=5)
+    assert store.lost == 1
+    assert flusher in done, "the flusher went on after stop()"
+
+
+async def test_a_lost_cancellation_of_a_progress_write_does_not_hold_the_result() -> (
+    None
+):
+    store, api = CancellationLosingStore(), FakeCommandApi()
+    transcriber = TranscriptionService(
+        FakeCatalog(AudioToTranscribe(KEY, 1.5, current_attempt=3, open=True)),
+        EngineEndingDuringAProgressWrite(store),
+        HttpCommandApi(
+            httpx.AsyncClient(
+                transport=httpx.MockTransport(api), base_url="http://command-api"
+            ),
+            lambda: "token",
+        ),
+        1800.0,
+        progress=store,
+    )
+    # Not asyncio.wait_for: on a timeout it would cancel the request, and the
+    # request's own `await flusher` would swallow that cancellation too.
+    request = asyncio.create_task(transcriber.process(started()))
+    done, _ = await asyncio.wait({request}, timeout=5)
+    assert store.lost == 1  # the flusher was cancelled inside its write
+    assert request in done, "the result waited for a flusher that never ends"
+    assert [b["outcome"] for b in api.bodies] == ["completed"]
+
+
 class SegmentModel:
     """faster-whisper's model: a lazy generator of segments and the info."""
 

@@ -5,6 +5,11 @@ thread it runs in); the call only records the latest values under a lock. An
 asyncio task (`run`) flushes them to the `ProgressStore` at most once per
 `min_interval_s`. A store failure is logged and ignored: progress is a nicety
 and never fails a transcription.
+
+`stop` ends `run` even when its cancellation is lost: redis-py bounds a write
+with `asyncio.wait_for`, which on Python 3.11 returns normally when the task
+is cancelled just as the write completes, and a flusher that only waited for
+its cancellation would then go on forever, holding up the result.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class ProgressReporter:
         self._latest: tuple[float, float, int] | None = None
         self._changed = False
         self._last_write: float | None = None
+        self._stopped = False
 
     def report(
         self, seconds_done: float, duration_s: float, segments_done: int
@@ -94,8 +100,12 @@ class ProgressReporter:
             )
         return True
 
+    def stop(self) -> None:
+        """Make `run` return at its next turn, cancelled or not."""
+        self._stopped = True
+
     async def run(self, poll_s: float = POLL_S) -> None:
-        """Flush until cancelled."""
-        while True:
+        """Flush until cancelled or stopped."""
+        while not self._stopped:
             await self.flush()
             await asyncio.sleep(poll_s)

@@ -150,6 +150,7 @@ class TranscriptionService:
                 job_key=job_key,
             )
         finally:
+            reporter.stop()  # the cancellation alone can be lost (see progress)
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
