@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import io
 import os
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 from uuid import UUID
@@ -325,6 +325,9 @@ class InProcess:
     def __init__(self, *services: str, seed: int = 0) -> None:
         self._services = services
         self._seed = seed
+        self.audio_ids: list[UUID] = []
+        """The seeded audios of the running apps (fixed: their ids follow
+        from the seeding commands)."""
         self.apps = self._build()
 
     def _build(self) -> dict[str, FastAPI]:
@@ -371,23 +374,37 @@ class InProcess:
             for app in self.apps.values():
                 await stack.enter_async_context(app.router.lifespan_context(app))
             if self._seed:
-                await self.backends.seed(self._seed)
+                self.audio_ids = await self.backends.seed(self._seed)
             await send({"type": "lifespan.startup.complete"})
             message = await receive()
             assert message["type"] == "lifespan.shutdown", message
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def realistic(context: schemathesis.HookContext, case: schemathesis.Case[Any]) -> Any:
-    """`map_case`: positive uploads carry real audio and positive registrations
-    a key under the caller's prefix; negative cases stay as generated."""
+def realistic(
+    context: schemathesis.HookContext,
+    case: schemathesis.Case[Any],
+    known: Sequence[UUID] = (),
+) -> Any:
+    """`map_case` for positive cases: uploads carry real audio, registrations
+    a key under the caller's prefix, and half of the `audio_id`s name one of
+    the `known` audios (else every read would be a 404); negative cases stay
+    as generated."""
+    if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
+        return case
+    path = case.path_parameters or {}
+    if known and isinstance(path.get("audio_id"), str):
+        try:
+            drawn = UUID(path["audio_id"]).int
+        except ValueError:
+            drawn = 1
+        if drawn % 2 == 0:
+            path["audio_id"] = str(known[drawn // 2 % len(known)])
     operation = context.operation
     if operation is None or (operation.method.upper(), operation.path) != (
         "POST",
         "/commands/audio",
     ):
-        return case
-    if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
         return case
     body: Any = case.body
     if isinstance(body, dict) and "file" in body:
@@ -481,6 +498,12 @@ def load(app: InProcess, *, authenticated: bool = True) -> schemathesis.BaseSche
     schema.config.seed = SEED
     if authenticated:
         schema.auth()(BearerToken)
-    schema.hook("map_case")(realistic)
+
+    def map_case(
+        context: schemathesis.HookContext, case: schemathesis.Case[Any]
+    ) -> Any:
+        return realistic(context, case, app.audio_ids)
+
+    schema.hook("map_case")(map_case)
     schema.hook("filter_failure")(foreseen)
     return schema

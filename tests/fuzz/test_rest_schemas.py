@@ -22,7 +22,7 @@ from .harness import FUZZ_SETTINGS, InProcess, load
 pytestmark = pytest.mark.fuzz
 
 COMMANDS = load(InProcess("commands"))
-QUERIES = load(InProcess("queries", seed=3))
+QUERIES = load(InProcess("queries", seed=4))
 COMMANDS_WITHOUT_TOKEN = load(InProcess("commands"), authenticated=False)
 QUERIES_WITHOUT_TOKEN = load(InProcess("queries", seed=1), authenticated=False)
 
