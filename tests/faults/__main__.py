@@ -1,6 +1,6 @@
 """`make faults`: SIGKILL Nova's services and the broker under load, then check.
 
-    python -m tests.faults [--cycles 30] [--rate 1.5] [--seed 1] [--keep-stack]
+    python -m tests.faults [--cycles 30] [--rate 1] [--seed 1] [--keep-stack]
 
 The run kills the broker, so it uses a local stack of its own (state under
 `.nova/faults/stack`, Kafka on 39092, OpenSearch on 39200, moto on 35000,
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cycles", type=int, default=30, help="kill cycles (30)")
     parser.add_argument(
-        "--rate", type=float, default=1.5, help="audio histories started per second"
+        "--rate", type=float, default=1.0, help="audio histories started per second"
     )
     parser.add_argument("--seed", type=int, default=1, help="of the kill order")
     parser.add_argument(

@@ -78,7 +78,7 @@ class FaultPlan:
     """Each round kills the targets in a shuffled order, else in `targets`'."""
     time_bound_s: float = 1500.0
     """The faults stop after this long even if cycles remain."""
-    rate: float = 1.5
+    rate: float = 1.0
     """Audio histories the load starts per second."""
     users: int = 3
     drain_s: float = 60.0

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -225,6 +225,48 @@ async def test_a_cold_cache_looks_the_batchs_owners_up_at_once() -> None:
     await fanout([started(audio, 2) for audio in audios for _ in range(2)])
 
     assert owners.lookups == len(audios)  # one per audio, not per event
+
+
+class RecordingStore(InMemoryWebhookStore):
+    """Remembers the deliveries of each `add_deliveries` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[tuple[UUID, UUID], int]]] = []
+
+    async def add_deliveries(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        self.calls.append([(d.lane, d.sequence) for d in deliveries])
+        return await super().add_deliveries(deliveries)
+
+
+async def test_a_lanes_deliveries_are_stored_one_after_the_other() -> None:
+    # Puts sent together finish in any order; a dispatcher already driving
+    # the lane would send a later delivery that is stored before an earlier one.
+    store = RecordingStore()
+    user = uuid4()
+    await store.add_subscription(subscription(user))
+    await store.add_subscription(subscription(user))
+    first, second = uuid4(), uuid4()
+    fanout = Fanout(store, Owners({}), dispatcher=None)
+
+    await fanout(
+        [
+            created(first, user),
+            started(first, 2),
+            created(second, user),
+            started(first, 3),
+            started(second, 2),
+        ]
+    )
+
+    assert [len(call) for call in store.calls] == [4, 4, 2]
+    for call in store.calls:
+        assert len({lane for lane, _ in call}) == len(call)  # a lane once a call
+    order: dict[tuple[UUID, UUID], list[int]] = {}
+    for call in store.calls:
+        for lane, sequence in call:
+            order.setdefault(lane, []).append(sequence)
+    assert sorted(order.values()) == [[1, 2], [1, 2], [1, 2, 3], [1, 2, 3]]
 
 
 async def test_an_audio_with_no_known_owner_fails_the_batch() -> None:

@@ -108,7 +108,7 @@ class Fanout:
             for subscription in subscriptions[owners[envelope.aggregate_id]]
             if subscription.wants(payload["type"])
         ]
-        added = await self._store.add_deliveries(deliveries) if deliveries else []
+        added = await self._add_in_lane_order(deliveries)
         if self._forwarder is not None:
             await self._forwarder.forward([payload for _, payload in published])
         if self._dispatcher is not None:
@@ -122,6 +122,26 @@ class Fanout:
                     "duplicates": len(deliveries) - len(added),
                 },
             )
+
+    async def _add_in_lane_order(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Store each lane's deliveries one after the other, lanes side by side.
+
+        The dispatcher may be driving a lane already, and it sends the lane's
+        first open delivery: were a later one stored before an earlier one
+        (concurrent puts finish in any order), the later one would go out first.
+        """
+        ranks: list[list[Delivery]] = []
+        counts: dict[tuple[UUID, UUID], int] = {}
+        for delivery in sorted(deliveries, key=lambda d: d.sequence):
+            rank = counts.get(delivery.lane, 0)
+            counts[delivery.lane] = rank + 1
+            if rank == len(ranks):
+                ranks.append([])
+            ranks[rank].append(delivery)
+        added: list[Delivery] = []
+        for rank_deliveries in ranks:
+            added += await self._store.add_deliveries(rank_deliveries)
+        return added
 
     async def _owners_of(self, envelopes: Sequence[EventEnvelope]) -> dict[UUID, UUID]:
         owners: dict[UUID, UUID] = {}
