@@ -7,9 +7,16 @@ against running services needs them global, and only there.
 
 from __future__ import annotations
 
+from typing import Any
+
 import schemathesis
 
 from .harness import foreseen, realistic
 
-schemathesis.hook("map_case")(realistic)
+
+@schemathesis.hook
+def map_case(context: schemathesis.HookContext, case: schemathesis.Case[Any]) -> Any:
+    return realistic(context, case)
+
+
 schemathesis.hook("filter_failure")(foreseen)
