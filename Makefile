@@ -123,7 +123,8 @@ test-unit: $(STAMP) $(GRPC_STUBS) ## Unit tests only (no backends)
 	$(BIN)/pytest -m "not integration and not e2e and not fuzz"
 
 # Benchmarks (bench/, see README "Benchmarks"): not part of `make test`. They
-# load the stack hard: run them on a stack nobody is testing against.
+# load the backends hard, so they run on a stack of their own
+# (.nova/bench/stack, Kafka on 29092) and stop it afterwards.
 BENCH_SCALE ?= full
 BENCH_ONLY ?=
 BENCH_PROFILE ?=
@@ -135,7 +136,7 @@ bench: $(STAMP) $(GRPC_STUBS) ## Benchmarks against raw baselines (BENCH_SCALE=s
 
 # Fault tests (tests/faults/, see README "Fault tests"): not part of `make test`
 # (which runs a short version). They SIGKILL the broker, so they start a stack
-# of their own (.nova/faults/stack, Kafka on 39092) and stop it afterwards.
+# of their own (.nova/faults/stack, Kafka on 19092) and stop it afterwards.
 FAULT_CYCLES ?= 30
 
 .PHONY: faults

@@ -3,8 +3,9 @@
     python -m tests.faults [--cycles 30] [--rate 1] [--seed 1] [--keep-stack]
 
 The run kills the broker, so it uses a local stack of its own (state under
-`.nova/faults/stack`, Kafka on 39092, OpenSearch on 39200, moto on 35000,
-Redis on 36379), never the one `make run` and the tests use. `NOVA_STACK_*`
+`.nova/faults/stack`, Kafka on 19092, OpenSearch on 19200, moto on 15000,
+Redis on 16379: below the ephemeral port range, so no client connection holds
+them), never the one `make run` and the tests use. `NOVA_STACK_*`
 variables override those settings. If this run started the stack, it stops it
 at the end and removes its data (`stack.py clean`), unless `--keep-stack`.
 Exit status 0 only if every invariant held over at least `--cycles` kill
@@ -33,12 +34,12 @@ from .scenario import FaultPlan, run_faults
 FAULTS_HOME = ROOT / ".nova" / "faults"
 FAULTS_STACK = {
     "NOVA_STACK_HOME": str(FAULTS_HOME / "stack"),
-    "NOVA_STACK_KAFKA_PORT": "39092",
-    "NOVA_STACK_KAFKA_CONTROLLER_PORT": "39093",
-    "NOVA_STACK_OPENSEARCH_PORT": "39200",
-    "NOVA_STACK_OPENSEARCH_TRANSPORT_PORT": "39300",
-    "NOVA_STACK_MOTO_PORT": "35000",
-    "NOVA_STACK_REDIS_PORT": "36379",
+    "NOVA_STACK_KAFKA_PORT": "19092",
+    "NOVA_STACK_KAFKA_CONTROLLER_PORT": "19093",
+    "NOVA_STACK_OPENSEARCH_PORT": "19200",
+    "NOVA_STACK_OPENSEARCH_TRANSPORT_PORT": "19300",
+    "NOVA_STACK_MOTO_PORT": "15000",
+    "NOVA_STACK_REDIS_PORT": "16379",
 }
 
 
