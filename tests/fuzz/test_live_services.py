@@ -104,7 +104,11 @@ def services(
             )
 
 
-def schemathesis_cli(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def schemathesis_cli(
+    url: str, workdir: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The CLI run from `workdir` (where it keeps its cache), with the harness'
+    hooks importable from the repository."""
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
         "run",
@@ -127,8 +131,12 @@ def schemathesis_cli(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=900,
         check=False,
-        cwd=ROOT,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz.cli_hooks"},
+        cwd=workdir,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "SCHEMATHESIS_HOOKS": "tests.fuzz.cli_hooks",
+        },
     )
 
 
@@ -142,10 +150,11 @@ def test_schemathesis_finds_nothing_in_the_running_service(
     service: str,
     document: str,
     authenticated: bool,
+    tmp_path: Path,
 ) -> None:
     auth = ["--header", f"Authorization: Bearer {token()}"] if authenticated else []
 
-    run = schemathesis_cli(services[service].url + document, *auth)
+    run = schemathesis_cli(services[service].url + document, tmp_path, *auth)
 
     assert run.returncode == 0, readable(run.stdout) + run.stderr[-2000:]
     assert "passed" in run.stdout
