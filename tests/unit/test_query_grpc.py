@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,11 +28,25 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection_pb2,
     reflection_pb2_grpc,
 )
+from pydantic import BaseModel
 
+from nova_events import AudioCreated, AudioProcessingStarted
 from nova_platform.auth import TokenVerifier
 from nova_platform.auth.dev_token import issue
+from nova_platform.personal import PersonalData
+from nova_platform.user_keys import InMemoryUserKeys, LocalKeyWrapper
 from nova_query_api.application.cursors import CursorCodec
-from nova_query_api.application.queries import SegmentView
+from nova_query_api.application.queries import (
+    AudioHistory,
+    AudioPage,
+    AudioReadModel,
+    AudioSummary,
+    HistoryEntry,
+    SearchHit,
+    SearchPage,
+    SegmentView,
+    TranscriptionProgress,
+)
 from nova_query_api.entrypoints.grpc_server import SERVICE_NAME, start_grpc_server
 from nova_query_api.entrypoints.http import create_app
 from nova_query_api.grpc_gen import query_pb2, query_pb2_grpc
@@ -48,6 +63,7 @@ from .test_query_api import (
     item,
     tampered,
 )
+from .test_query_erasure import envelope
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -719,9 +735,10 @@ def grpc_json(message: Message) -> dict[str, Any]:
     found = as_json(message)
 
     def fix(value: Any) -> Any:
-        if isinstance(value, dict):
+        if isinstance(value, dict):  # a Struct (`data`) keeps its JSON values
             return {
-                k: int(v) if k == "size_bytes" else fix(v) for k, v in value.items()
+                k: int(v) if k == "size_bytes" else v if k == "data" else fix(v)
+                for k, v in value.items()
             }
         if isinstance(value, list):
             return [fix(v) for v in value]
@@ -828,3 +845,91 @@ async def test_list_search_and_history_are_the_same_over_rest_and_grpc(
         query_pb2.ListAudioRequest(limit=2, cursor=rest_cursor), metadata=bearer()
     )
     assert len(next_page.items) == 2
+
+
+async def test_an_erased_users_audio_and_history_are_the_same_over_rest_and_grpc(
+    both: Both,
+) -> None:
+    erased_user = uuid4()
+    audio = both.world.repository.add(
+        AudioReadModel(
+            audio_id=uuid4(),
+            user_id=erased_user,
+            status="completed",
+            language="en-US",
+            created_at="2026-03-09T08:00:00+00:00",
+            version=4,
+            personal_data="erased",
+        )
+    )
+    personal = PersonalData(InMemoryUserKeys(), LocalKeyWrapper(os.urandom(32)))
+    created = AudioCreated(
+        audio_id=audio.audio_id,
+        user_id=erased_user,
+        s3_key=f"audio/{erased_user}/{audio.audio_id}.wav",
+        title="Diagnosis call",
+        duration_s=4.0,
+    )
+    sealed = await personal.seal(envelope(audio.audio_id, 1, created), erased_user)
+    started = envelope(
+        audio.audio_id, 2, AudioProcessingStarted(audio_id=audio.audio_id)
+    )
+    await personal.erase(erased_user)
+    both.world.history.streams[audio.audio_id] = await personal.open_all(
+        [sealed, started]
+    )
+    admin = dict(ADMIN_META)
+
+    one = await both.http.get(f"/queries/audio/{audio.audio_id}", headers=admin)
+    one_grpc = await both.stub.GetAudio(
+        query_pb2.GetAudioRequest(audio_id=str(audio.audio_id)), metadata=ADMIN_META
+    )
+    listed = await both.http.get(f"/queries/audio?user_id={erased_user}", headers=admin)
+    listed_grpc = await both.stub.ListAudio(
+        query_pb2.ListAudioRequest(user_id=str(erased_user)), metadata=ADMIN_META
+    )
+    history = await both.http.get(
+        f"/queries/audio/{audio.audio_id}/history", headers=admin
+    )
+    history_grpc = await both.stub.GetHistory(
+        query_pb2.GetHistoryRequest(audio_id=str(audio.audio_id)), metadata=ADMIN_META
+    )
+
+    for rest, over_grpc in (
+        (one, one_grpc),
+        (listed, listed_grpc),
+        (history, history_grpc),
+    ):
+        assert rest.status_code == 200, rest.text
+        assert grpc_json(over_grpc) == rest_json(rest.json())
+    assert one_grpc.personal_data == "erased"
+    assert not one_grpc.HasField("title")
+    assert [i.personal_data for i in listed_grpc.items] == ["erased"]
+    first, second = history_grpc.events
+    assert first.personal_data == "erased"
+    assert "title" not in first.data
+    assert first.data["duration_s"] == 4.0
+    assert not second.HasField("personal_data")
+    assert "Diagnosis" not in str(history_grpc)
+
+
+@pytest.mark.parametrize(
+    ("view", "message"),
+    [
+        (AudioReadModel, query_pb2.Audio),
+        (SegmentView, query_pb2.Segment),
+        (TranscriptionProgress, query_pb2.TranscriptionProgress),
+        (AudioSummary, query_pb2.AudioSummary),
+        (AudioPage, query_pb2.ListAudioResponse),
+        (SearchHit, query_pb2.SearchHit),
+        (SearchPage, query_pb2.SearchTranscriptionsResponse),
+        (HistoryEntry, query_pb2.HistoryEvent),
+        (AudioHistory, query_pb2.GetHistoryResponse),
+    ],
+)
+def test_every_field_of_a_view_is_in_its_message(
+    view: type[BaseModel], message: type[Message]
+) -> None:
+    # A view field missing from the .proto would fail every answer carrying it
+    # (INTERNAL), as `personal_data` did before it was added.
+    assert set(view.model_fields) == set(message.DESCRIPTOR.fields_by_name)

@@ -167,7 +167,8 @@ def _json(value: Any, *, keep: bool = False) -> Any:
 def _message(view: BaseModel, message: M) -> M:
     """`view` (a handler's pydantic view) as the proto message that mirrors it.
 
-    Unknown fields raise: a field added to a view must be added to the .proto.
+    Fields map by name. Unknown fields raise: a field added to a view must be
+    added to the .proto (a unit test compares each view with its message).
     """
     return json_format.ParseDict(_json(view.model_dump(mode="json")), message)
 
