@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -22,8 +23,11 @@ from nova_events import (
     Segment,
     TranscriptionCompleted,
     UserErased,
+    dumps,
     encode_payload,
 )
+from nova_platform.batches import BatchProcessor
+from nova_platform.parking import InMemoryParking, Record, redrive
 from nova_platform.personal import PersonalData
 from nova_platform.user_keys import InMemoryUserKeys, LocalKeyWrapper
 from nova_projector_readmodel.adapters.memory_read_model import InMemoryReadModel
@@ -228,3 +232,67 @@ async def test_other_user_events_are_ignored(event_type: str) -> None:
     await ReadModelProjector(model, wait_for_erasure=waits).project([unknown])
 
     assert waits.erasures == []
+
+
+class Store:
+    """The event store as the projectors' reader sees it: streams by type."""
+
+    def __init__(self, *streams: list[EventEnvelope]) -> None:
+        self.streams = {
+            (s[0].aggregate_type, s[0].aggregate_id): s for s in streams if s
+        }
+
+    async def get_events(
+        self, aggregate_type: str, aggregate_id: UUID, from_version: int = 1
+    ) -> list[EventEnvelope]:
+        stream = self.streams.get((aggregate_type, aggregate_id), [])
+        return [e for e in stream if e.version >= from_version]
+
+
+class BrokenUntilFixed:
+    """Wraps a target whose `erase_user` fails (a bug) until `fixed`."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.fixed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+    async def erase_user(self, *args: Any) -> Any:
+        if not self.fixed:
+            raise ValueError("a bug in erasing a user")
+        return await self.target.erase_user(*args)
+
+
+def as_record(envelope: EventEnvelope, offset: int) -> Record:
+    return Record(str(envelope.aggregate_id).encode(), dumps(envelope), "t", 0, offset)
+
+
+@pytest.mark.parametrize("projection", ["read model", "search index"])
+async def test_a_parked_user_erased_is_applied_by_the_redrive(projection: str) -> None:
+    alice, audio_id = uuid4(), uuid4()
+    stream = audio_stream(audio_id, alice)
+    store = Store(stream, [erasure(alice)])
+    model, index = InMemoryReadModel(), InMemorySearchIndex()
+    broken = BrokenUntilFixed(model if projection == "read model" else index)
+    projector: ReadModelProjector | SearchProjector = (
+        ReadModelProjector(broken, store)
+        if projection == "read model"
+        else SearchProjector(broken, store)
+    )
+    parking = InMemoryParking()
+    processor = BatchProcessor(projector.project, parking)
+    await processor.process([as_record(e, n) for n, e in enumerate(stream)])
+    await processor.process([as_record(erasure(alice), len(stream))])
+    assert set(parking.marks) == {str(alice)}
+    target = model.items if projection == "read model" else index.docs
+    assert target[str(audio_id)]["title"] == "Private title"
+
+    broken.fixed = True
+    assert await redrive(parking, projector.repair) == [str(alice)]
+
+    holds_no_secret(target[str(audio_id)])
+    assert target[str(audio_id)]["personal_data"] == "erased"
+    assert target[str(audio_id)]["version"] == 4
+    assert parking.marks == {}

@@ -20,10 +20,12 @@ def parse_command(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
         "redrive",
         help="rebuild parked audios from the event store and let them flow again",
         description=(
-            "For each audio this projector parked (or only --aggregate), apply "
-            "its stored events, then lift the parked mark. Run it once the "
-            "cause of the parking is fixed."
+            "For each audio or user this projector parked (or only "
+            "--aggregate), apply its stored events, then lift the parked mark. "
+            "Run it once the cause of the parking is fixed."
         ),
     )
-    redrive.add_argument("--aggregate", type=UUID, help="one audio id")
+    redrive.add_argument(
+        "--aggregate", type=UUID, help="one audio id, or a user id (`UserErased`)"
+    )
     return parser.parse_args(argv)

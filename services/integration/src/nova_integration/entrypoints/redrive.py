@@ -2,10 +2,11 @@
 
 An audio the integration consumer parked (its owner unknown, an event
 EventBridge rejects) has its events fanned out again from the event store,
-then its parked mark is lifted so its later events flow again. Deliveries
-already stored are not stored twice, so nothing already sent is sent again;
-a running `nova-integration` finds the new deliveries within its poll
-interval and sends them.
+then its parked mark is lifted so its later events flow again; a parked user
+stream has its `UserErased` delivered and the user's deliveries purged again.
+Deliveries already stored are not stored twice, so nothing already sent is
+sent again; a running `nova-integration` finds the new deliveries within its
+poll interval and sends them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from uuid import UUID
 
-from nova_events import AUDIO_FILE
 from nova_platform.aws import client_kwargs, session
 from nova_platform.event_reader import DynamoDBEventReader
 from nova_platform.parking import KafkaDynamoDBParking, redrive
@@ -40,7 +40,9 @@ def parse_command(argv: Sequence[str] | None) -> argparse.Namespace:
         help="fan parked audios out again from the event store and unpark them",
         description=__doc__,
     )
-    command.add_argument("--aggregate", type=UUID, help="one audio id")
+    command.add_argument(
+        "--aggregate", type=UUID, help="one audio id, or a user id (`UserErased`)"
+    )
     return parser.parse_args(argv)
 
 
@@ -63,8 +65,8 @@ async def redrive_parked(
         )
         reader = DynamoDBEventReader(ddb, settings.event_store_table, None, personal)
 
-        async def repair(audio_id: UUID) -> None:
-            await fanout(await reader.get_events(AUDIO_FILE, audio_id))
+        async def repair(aggregate_type: str, aggregate_id: UUID) -> None:
+            await fanout(await reader.get_events(aggregate_type, aggregate_id))
 
         parking = KafkaDynamoDBParking(
             None,
@@ -80,5 +82,5 @@ def run_redrive(
     settings: IntegrationSettings, service: str, aggregate_id: str | None
 ) -> int:
     done = asyncio.run(redrive_parked(settings, service, aggregate_id))
-    sys.stdout.write(f"redrove {len(done)} audio(s): {' '.join(done) or '-'}\n")
+    sys.stdout.write(f"redrove {len(done)} aggregate(s): {' '.join(done) or '-'}\n")
     return 0

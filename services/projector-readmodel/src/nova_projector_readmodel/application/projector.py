@@ -111,13 +111,12 @@ class ReadModelProjector:
         )
         return audio_ids
 
-    async def repair(self, audio_id: UUID) -> None:
-        """Apply every stored event of `audio_id` the read model does not have."""
+    async def repair(self, aggregate_type: str, aggregate_id: UUID) -> None:
+        """Apply every stored event of the stream the read model does not have:
+        an audio's, or a user's (`UserErased` strips that user's items again)."""
         if self._reader is None:
             raise RuntimeError("repair needs the event store reader")
-        stored = await self._reader.get_events(AUDIO_FILE, audio_id)
-        if await self._project_stream(stored) and self._cache is not None:
-            await self._cache.invalidate([str(audio_id)])
+        await self.project(await self._reader.get_events(aggregate_type, aggregate_id))
 
     async def _project_stream(self, envelopes: list[EventEnvelope]) -> bool:
         changed = False

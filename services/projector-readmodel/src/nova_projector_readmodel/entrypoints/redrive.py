@@ -1,8 +1,9 @@
 """`nova-projector-readmodel redrive [--aggregate <audio id>]`.
 
 Rebuilds each audio parked by this projector from the event store, then lifts
-its parked mark, so its later events flow again. Run it once the cause of the
-parking (a bug, a bad deployment) is fixed.
+its parked mark, so its later events flow again; a parked user stream has its
+`UserErased` applied again. Run it once the cause of the parking (a bug, a bad
+deployment) is fixed.
 """
 
 from __future__ import annotations
@@ -55,5 +56,5 @@ async def redrive_parked(
 
 def run_redrive(settings: NovaSettings, service: str, aggregate_id: str | None) -> int:
     done = asyncio.run(redrive_parked(settings, service, aggregate_id))
-    sys.stdout.write(f"redrove {len(done)} audio(s): {' '.join(done) or '-'}\n")
+    sys.stdout.write(f"redrove {len(done)} aggregate(s): {' '.join(done) or '-'}\n")
     return 0

@@ -101,11 +101,12 @@ class SearchProjector:
             versions[audio_id] = envelope.version
         await self._index.write({a: current[a] for a in versions}, versions)
 
-    async def repair(self, audio_id: UUID) -> None:
-        """Fold every stored event of `audio_id` the document does not have."""
+    async def repair(self, aggregate_type: str, aggregate_id: UUID) -> None:
+        """Fold every stored event of the stream the index does not have: an
+        audio's, or a user's (`UserErased` tombstones their documents again)."""
         if self._reader is None:
             raise RuntimeError("repair needs the event store reader")
-        await self.project(await self._reader.get_events(AUDIO_FILE, audio_id))
+        await self.project(await self._reader.get_events(aggregate_type, aggregate_id))
 
     async def _missing(self, envelope: EventEnvelope, have: int) -> list[EventEnvelope]:
         if envelope.version == have + 1:

@@ -1,7 +1,8 @@
 """`nova-projector-search redrive [--aggregate <audio id>]`.
 
 Rebuilds the document of each audio parked by this projector from the event
-store, then lifts its parked mark, so its later events flow again.
+store, then lifts its parked mark, so its later events flow again; a parked
+user stream has its `UserErased` applied again.
 """
 
 from __future__ import annotations
@@ -51,5 +52,5 @@ async def redrive_parked(
 
 def run_redrive(settings: NovaSettings, service: str, aggregate_id: str | None) -> int:
     done = asyncio.run(redrive_parked(settings, service, aggregate_id))
-    sys.stdout.write(f"redrove {len(done)} audio(s): {' '.join(done) or '-'}\n")
+    sys.stdout.write(f"redrove {len(done)} aggregate(s): {' '.join(done) or '-'}\n")
     return 0
