@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from nova_command_api.adapters.prometheus_metrics import PrometheusRelayMetrics
@@ -17,9 +22,12 @@ from nova_command_api.application.relay import (
     Shard,
     read_order,
 )
+from nova_command_api.entrypoints import relay as relay_entrypoint
 from nova_command_api.entrypoints.relay import main as relay_main
 from nova_command_api.entrypoints.relay import utc_time
+from nova_command_api.settings import CommandApiSettings
 from nova_events import EventEnvelope, EventMetadata
+from nova_platform.stopping import stop_task
 
 
 def envelope(version: int, audio_id: UUID | None = None) -> EventEnvelope:
@@ -328,6 +336,95 @@ async def test_only_the_latest_publications_are_remembered() -> None:
     # The first was forgotten, so it goes again: at least once, as before.
     assert broker.committed == [*events, events[0]]
     assert relay.duplicates == 3
+
+
+# stopping
+
+
+class CancellationLosingLease(FakeLease):
+    """Its first renewal lasts until cancelled and then returns normally, as a
+    DynamoDB call can on Python 3.11 when the cancellation arrives as the call
+    completes (aiobotocore bounds it with `asyncio.wait_for`); later ones
+    answer at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewing = asyncio.Event()
+        self.lost = 0
+
+    async def acquire(self) -> bool:
+        if not self.renewing.is_set():
+            self.renewing.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.lost += 1
+        return self.held
+
+
+async def test_a_stopped_relay_ends_although_its_cancellation_was_lost() -> None:
+    lease = CancellationLosingLease()
+    relay = OutboxRelay(FakeFeed([]), FakeBroker(), lease, poll_interval_s=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await lease.renewing.wait()
+
+    stop.set()
+    task.cancel()  # lost inside the lease renewal
+    done, _ = await asyncio.wait({task}, timeout=5)
+
+    assert lease.lost == 1
+    assert task in done, "the relay went on after its stop was set"
+    assert not lease.held, "the lease is released on the way out"
+
+
+class StuckRelay:
+    """A relay stuck in a call that swallows its cancellation and never ends
+    (a Kafka transaction that never completes), until the test releases it."""
+
+    made: list[StuckRelay] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.running = asyncio.Event()
+        self.released = asyncio.Event()
+        self.cancellations = 0
+        StuckRelay.made.append(self)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.running.set()
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except asyncio.CancelledError:
+                self.cancellations += 1
+
+
+async def test_the_relay_process_stops_within_its_bound_even_if_the_relay_is_stuck(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relay_entrypoint, "OutboxRelay", StuckRelay)
+    monkeypatch.setattr(relay_entrypoint, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(
+        relay_entrypoint, "stop_task", partial(stop_task, backstop_s=0.2)
+    )
+    app = relay_entrypoint.create_app(CommandApiSettings(jwt_secret="s" * 32))
+
+    async def serve_then_stop(app: FastAPI) -> None:
+        async with app.router.lifespan_context(app):
+            await StuckRelay.made[-1].running.wait()
+
+    started = time.monotonic()
+    stopping = asyncio.create_task(serve_then_stop(app))
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    took = time.monotonic() - started
+    relay = StuckRelay.made[-1]
+    relay.released.set()  # let it go, or the session's event loop keeps it
+    await asyncio.wait({app.state.relay_task}, timeout=5)
+
+    assert stopping in done, "the lifespan waited for a relay that never ends"
+    assert took < 5.0
+    assert relay.cancellations == 1  # the backstop came, and was swallowed
+    assert stopping.exception() is None
 
 
 # the republish command's arguments

@@ -552,15 +552,26 @@ async def test_health_is_serving_for_the_server_and_the_service(both: Both) -> N
 
 class Readiness:
     """The read model's readiness check: raises while `down`, hangs while
-    `hung`."""
+    `hung`; while `losing`, hangs until cancelled and then returns normally,
+    as a call bounded by `asyncio.wait_for` can on Python 3.11."""
 
     def __init__(self) -> None:
         self.down = False
         self.hung = False
+        self.losing = False
         self.checks = 0
+        self.hanging = asyncio.Event()
+        self.lost = 0
 
     async def __call__(self) -> None:
         self.checks += 1
+        if self.losing:
+            self.hanging.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.lost += 1
+            return
         if self.hung:
             await asyncio.Event().wait()
         if self.down:
@@ -651,6 +662,26 @@ async def test_health_is_checked_again_periodically() -> None:
             await asyncio.sleep(0.01)
 
     assert readiness.checks >= 3
+
+
+async def test_a_stop_ends_the_health_watcher_although_its_cancellation_was_lost() -> (
+    None
+):
+    readiness = Readiness()
+
+    async def serve_then_stop() -> None:
+        # The check's own bound (the interval) is far off: the stop's
+        # cancellation is what reaches the watcher inside the check.
+        async with served(readiness, interval_s=2.0):
+            readiness.losing = True
+            await readiness.hanging.wait()
+
+    stopping = asyncio.create_task(serve_then_stop())
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+
+    assert readiness.lost == 1
+    assert stopping in done, "the shutdown waited for a watcher that went on"
+    assert stopping.exception() is None
 
 
 async def test_reflection_lists_the_service_and_serves_its_file(both: Both) -> None:

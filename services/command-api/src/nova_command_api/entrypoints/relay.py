@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -42,6 +41,7 @@ from nova_platform.kafka import (
 )
 from nova_platform.logging import configure_logging
 from nova_platform.serve import serve
+from nova_platform.stopping import stop_task
 
 from ..adapters.dynamodb_event_store import DynamoDBEventStore
 from ..adapters.dynamodb_streams import DynamoDBLease, DynamoDBStreamFeed
@@ -49,6 +49,10 @@ from ..adapters.kafka_publisher import TransactionalKafkaPublisher
 from ..adapters.prometheus_metrics import PrometheusRelayMetrics
 from ..application.relay import OutboxRelay
 from ..settings import CommandApiSettings
+
+STOP_GRACE_S = 10.0
+"""How long a stopping relay may take to end its pass and release the lease
+before it is cancelled (then `stop_task`'s backstop bounds the wait)."""
 
 
 def create_app(settings: CommandApiSettings) -> FastAPI:
@@ -91,8 +95,10 @@ def create_app(settings: CommandApiSettings) -> FastAPI:
             app.state.relay_task = task
             yield
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=10)
+            # Not asyncio.wait_for: on its timeout it cancels the relay and then
+            # waits without a bound, and on Python 3.11 that cancellation can
+            # be lost inside a Kafka or DynamoDB call (see nova_platform.stopping).
+            await stop_task(task, what="the outbox relay", grace_s=STOP_GRACE_S)
 
     app = FastAPI(title="Nova outbox relay", lifespan=lifespan, openapi_url=None)
 

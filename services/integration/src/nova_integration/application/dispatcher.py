@@ -20,12 +20,16 @@ the retries it scheduled, re-sends ordered through the API, and the work of
 an instance that stopped. Before each attempt it claims the delivery with a
 lease in the store, so two instances never send one delivery at once.
 
-When `run` is cancelled (the service stops) no lane starts and no delivery is
+When `stop` is called (the service stops) no lane starts and no delivery is
 claimed any more; requests in flight get `drain_s` to finish and be recorded.
 Those still unanswered then are cut off and handed back: the attempt is
 recorded as interrupted (not counted against the retry budget), the lease is
 cleared and the delivery is due at once, so another instance, or this one
-restarted, sends it again without waiting for the lease to run out.
+restarted, sends it again without waiting for the lease to run out. `run`
+then returns, within `stop_within_s`. Cancelling `run` stops it the same way,
+but only as a backstop: on Python 3.11 a cancellation that arrives as a store
+call completes can be lost (see `nova_platform.stopping`), and a loop that
+only waited for it would go on forever.
 """
 
 from __future__ import annotations
@@ -111,11 +115,13 @@ class Dispatcher:
             self._schedule(lane, now)
 
     async def run(self) -> None:
-        """Dispatch until cancelled; then stop within about `drain_s` plus
-        `HAND_BACK_S` (see the module's docstring)."""
+        """Dispatch until `stop` (or a cancellation); then stop within
+        `stop_within_s` (see the module's docstring)."""
         next_poll = 0.0
         try:
-            while True:
+            while not self._stopping:
+                # Cleared first: whatever happens from here on wakes the wait.
+                self._changed.clear()
                 now = self._clock()
                 if now >= next_poll:
                     await self._poll(now)
@@ -124,11 +130,22 @@ class Dispatcher:
                 wait = next_poll - now
                 if self._queue:
                     wait = min(wait, self._queue[0][0] - now)
-                self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), max(wait, 0.0))
         finally:
             await self._stop()
+
+    def stop(self) -> None:
+        """Make `run` claim nothing more, finish or hand back what is in
+        flight and return, whether or not a cancellation reaches it."""
+        self._stopping = True
+        self._changed.set()
+
+    @property
+    def stop_within_s(self) -> float:
+        """The longest `run` takes to return once stopped: the drain, handing
+        back the cut-off deliveries, and cancelling the lanes that are stuck."""
+        return self._drain_s + 2 * HAND_BACK_S
 
     async def _stop(self) -> None:
         self._stopping = True
@@ -149,7 +166,8 @@ class Dispatcher:
                 )
                 for task in stuck:
                     task.cancel()
-                await asyncio.gather(*stuck, return_exceptions=True)
+                # Bounded: a lane whose cancellation is lost must not hold the stop.
+                await asyncio.wait(stuck, timeout=HAND_BACK_S)
         except asyncio.CancelledError:
             for task in lanes:
                 task.cancel()
@@ -157,7 +175,8 @@ class Dispatcher:
 
     @property
     def stopping(self) -> bool:
-        """True once `run` was cancelled: nothing new is claimed."""
+        """True once `stop` was called or `run` cancelled: nothing new is
+        claimed."""
         return self._stopping
 
     def idle(self) -> bool:
@@ -178,7 +197,7 @@ class Dispatcher:
         self._changed.set()
 
     def _start_due(self, now: float) -> None:
-        while self._queue and self._queue[0][0] <= now:
+        while not self._stopping and self._queue and self._queue[0][0] <= now:
             when, lane = heapq.heappop(self._queue)
             if self._wake_at.get(lane) != when or lane in self._running:
                 continue  # superseded by an earlier wake-up, or already running

@@ -9,7 +9,6 @@ dispatcher that sends the deliveries (see `application.dispatcher`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
@@ -22,6 +21,7 @@ from nova_platform.aws import client_kwargs, session
 from nova_platform.consumer import build_consumer_app
 from nova_platform.personal import PersonalData, open_personal_data
 from nova_platform.serve import serve
+from nova_platform.stopping import stop_task
 from nova_platform.webhooks.dynamodb import DynamoDBWebhookStore
 
 from ..adapters.audio_owners import EventStoreAudioOwners
@@ -65,12 +65,13 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
     metrics = WebhookMetrics(registry)
     stack = AsyncExitStack()
     fanout: Fanout | None = None
+    dispatcher: Dispatcher | None = None
     dispatching: asyncio.Task[None] | None = None
     webhooks_table: Callable[[], Awaitable[object]] | None = None
     personal: PersonalData | None = None
 
     async def start() -> None:
-        nonlocal fanout, dispatching, webhooks_table, personal
+        nonlocal fanout, dispatcher, dispatching, webhooks_table, personal
         aws = session()
         ddb = await stack.enter_async_context(
             aws.client("dynamodb", **client_kwargs(settings))
@@ -115,10 +116,14 @@ def create_app(settings: IntegrationSettings) -> AsgiFastStream:
         dispatching = asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
 
     async def stop() -> None:
-        if dispatching is not None:
-            dispatching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatching
+        if dispatcher is not None and dispatching is not None:
+            # The signal first: a cancellation alone can be lost (see stopping).
+            dispatcher.stop()
+            await stop_task(
+                dispatching,
+                what="the webhook dispatcher",
+                grace_s=dispatcher.stop_within_s,
+            )
         await stack.aclose()
 
     async def handle(envelopes: Sequence[EventEnvelope]) -> None:

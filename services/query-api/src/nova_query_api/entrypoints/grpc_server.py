@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from nova_platform.auth import AuthError, Principal, Scope, TokenVerifier
 from nova_platform.batches import is_transient
 from nova_platform.logging import correlation_id
+from nova_platform.stopping import stop_task
 
 from ..application.queries import (
     DEFAULT_PAGE_SIZE,
@@ -419,6 +420,7 @@ class GrpcServer:
         self._interval_s = health_interval_s
         self._serving: bool | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
 
     async def check_health(self) -> bool:
         """Run the readiness check once and report its outcome as the health
@@ -454,16 +456,22 @@ class GrpcServer:
             self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.check_health()
+        # Ends on `_stopped`, not on its cancellation alone: on Python 3.11 a
+        # ready check bounded by asyncio.wait_for (redis-py, aiobotocore) can
+        # swallow the cancellation, and the loop would then go on forever.
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._interval_s)
+            if not self._stopped.is_set():
+                await self.check_health()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Report NOT_SERVING, let running calls finish (up to `grace_s`), stop."""
+        self._stopped.set()
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await stop_task(
+                self._watcher, what="the gRPC health watcher", backstop_s=grace_s
+            )
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
 

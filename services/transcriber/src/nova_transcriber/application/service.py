@@ -15,7 +15,6 @@ the engine runs; command-api refusing a result as stale (409) is also done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from nova_events import AudioProcessingStarted, EventEnvelope, decode_payload
+from nova_platform.stopping import stop_task
 
 from .ports import (
     AudioCatalog,
@@ -151,9 +151,7 @@ class TranscriptionService:
             )
         finally:
             reporter.stop()  # the cancellation alone can be lost (see progress)
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await stop_task(flusher, what="the progress flusher")
 
     async def _submit(
         self, audio_id: UUID, result: Result, log: dict[str, object]
