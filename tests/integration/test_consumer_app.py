@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -31,6 +33,78 @@ async def own_settings(settings: NovaSettings) -> NovaSettings:
     )
     await ensure_all(mine)
     return mine
+
+
+def probe_event() -> EventEnvelope:
+    return EventEnvelope(
+        aggregate_type=AUDIO_FILE,
+        aggregate_id=uuid4(),
+        event_type="AudioProcessingCompleted",
+        schema_version=1,
+        version=1,
+        metadata=EventMetadata(correlation_id="corr-probe"),
+        data={},
+    )
+
+
+async def publish(settings: NovaSettings, envelope: EventEnvelope) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.events_topic,
+            dumps(envelope),
+            key=str(envelope.aggregate_id).encode(),
+            headers=[(HEADER_CORRELATION_ID, b"corr-probe")],
+        )
+    finally:
+        await producer.stop()
+
+
+async def test_a_handler_stuck_longer_than_the_bound_fails_liveness(
+    settings: NovaSettings,
+) -> None:
+    settings = settings.model_copy(
+        update={"resource_suffix": settings.resource_suffix + "s"}
+    )
+    await ensure_all(settings)
+    entered, released = asyncio.Event(), asyncio.Event()
+
+    async def never_returns(envelopes: Sequence[EventEnvelope]) -> None:
+        entered.set()
+        await released.wait()  # forever, until the test lets it go
+
+    app = build_consumer_app(
+        settings,
+        service=f"stuck-{uuid4().hex[:8]}",
+        handle_batch=never_returns,
+        stuck_after_s=1.5,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.start_lifespan_context(),
+        httpx.AsyncClient(transport=transport, base_url="http://c") as http,
+    ):
+
+        async def liveness(wanted: int) -> dict[str, Any] | None:
+            answer = await http.get("/healthz")
+            if answer.status_code != wanted:
+                return None
+            return answer.json() if answer.content else {}
+
+        await eventually(lambda: liveness(204), what="the consume loop runs")
+        await publish(settings, probe_event())
+        await asyncio.wait_for(entered.wait(), timeout=60)
+        alive_at_first = (await http.get("/healthz")).status_code
+
+        problem = await eventually(
+            lambda: liveness(503), timeout=10, what="/healthz failing"
+        )
+        released.set()
+        await eventually(lambda: liveness(204), what="/healthz passing again")
+
+    assert alive_at_first == 204, "not stuck yet: within the bound"
+    assert "longer than 1.5 s: its handler is stuck" in problem["title"]
 
 
 async def test_a_running_consumer_is_alive_ready_and_applies_with_context(

@@ -29,6 +29,7 @@ from nova_platform.consumer import (
 )
 from nova_platform.parking import InMemoryParking
 from nova_platform.settings import NovaSettings
+from nova_transcriber.entrypoints import consumer as transcriber_consumer
 from nova_transcriber.entrypoints.consumer import create_app as transcriber_app
 from nova_transcriber.settings import TranscriberSettings
 
@@ -180,6 +181,80 @@ async def test_a_shutdown_cuts_the_retry_backoff_short() -> None:
 
     await asyncio.wait_for(failing, timeout=5)
     assert message.outcome == "nack"
+
+
+class NeverReturns:
+    """A handler stuck forever (a backend call without a timeout), until the
+    test releases it."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def __call__(self, envelopes: Sequence[EventEnvelope]) -> None:
+        self.entered.set()
+        await self.released.wait()
+
+
+async def test_the_loop_tells_how_long_its_batch_in_progress_has_been_handled() -> None:
+    clock, handler = Clock(100.0), NeverReturns()
+    processor = BatchProcessor(handler, InMemoryParking())
+    loop = ConsumeLoop(
+        processor, ConsumerMetrics(CollectorRegistry()), {}, asyncio.Event(), clock
+    )
+    key, value = event()
+    message = Message([Raw(0, 0, value, key)], Consumer({0: 1}, {0: 0}))
+    idle = loop.busy_for_s()
+
+    batch = asyncio.create_task(loop.on_batch(cast(KafkaMessage, message)))
+    await handler.entered.wait()
+    clock.now = 400.0
+    stuck_for = loop.busy_for_s()
+    handler.released.set()
+    await asyncio.wait_for(batch, timeout=5)
+
+    assert (idle, stuck_for) == (0.0, 300.0)
+    assert message.outcome == "ack"
+    assert loop.busy_for_s() == 0.0
+
+
+async def test_the_backoff_after_a_rewind_is_not_counted_as_busy() -> None:
+    clock, stopping = Clock(100.0), asyncio.Event()
+    processor = BatchProcessor(Outage(), InMemoryParking())
+    loop = ConsumeLoop(
+        processor, ConsumerMetrics(CollectorRegistry()), {}, stopping, clock
+    )
+    loop.failures = 20  # the next backoff is the longest, 30 s
+    key, value = event()
+    message = Message([Raw(0, 0, value, key)], Consumer({0: 1}, {0: 0}))
+
+    failing = asyncio.create_task(loop.on_batch(cast(KafkaMessage, message)))
+    while message.outcome is None:  # rewound: now waiting out the backoff
+        await asyncio.sleep(0)
+    clock.now = 1_000.0
+    during_backoff = loop.busy_for_s()
+    stopping.set()
+    await asyncio.wait_for(failing, timeout=5)
+
+    assert during_backoff == 0.0
+
+
+def test_the_transcriber_is_stuck_only_past_its_longest_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given: dict[str, Any] = {}
+
+    def capture(settings: NovaSettings, **options: Any) -> object:
+        given.update(options)
+        return object()
+
+    monkeypatch.setattr(transcriber_consumer, "build_consumer_app", capture)
+    settings = TranscriberSettings(jwt_secret="s" * 32)
+
+    transcriber_consumer.create_app(settings)
+
+    assert given["stuck_after_s"] == settings.longest_request_s + 60.0
+    assert given["stuck_after_s"] * 1000 > given["max_poll_interval_ms"]
 
 
 async def test_an_assignment_reloads_parked_audios_and_a_revoke_drops_lag() -> None:

@@ -7,9 +7,13 @@ batch and retries it with exponential backoff, so an outage of a backend delays
 the consumer but never loses or parks an event (see `batches` for the bound on
 one audio that keeps failing while the backends work).
 
-Each consumer app serves `/healthz` (the consume loop runs), `/readyz` (Kafka,
-the parking table and the service's own `ready_checks` answer) and `/metrics`
-(lag per partition, age of the last applied event, applied and parked counts).
+Each consumer app serves `/healthz` (the consume loop runs and the batch in
+progress, if any, has not been handled for longer than the service's
+`stuck_after_s`), `/readyz` (Kafka, the parking table and the service's own
+`ready_checks` answer) and `/metrics` (lag per partition, age of the last
+applied event, applied and parked counts). A handler stuck forever would keep
+its partitions (the heartbeats go on) until `max.poll.interval` and look
+healthy; failing `/healthz` instead makes Kubernetes restart the pod.
 On SIGTERM it stops fetching, lets the batch in flight finish for up to
 `NOVA_SHUTDOWN_GRACE_S` and exits; an unfinished batch is not committed and is
 delivered again to whichever instance takes over its partitions.
@@ -60,6 +64,12 @@ MAX_BACKOFF_S = 30.0
 READY_TIMEOUT_S = 5.0
 DEFAULT_MAX_POLL_INTERVAL_MS = 5 * 60 * 1000
 """Kafka's default: a batch must be handled within it, or the group rebalances."""
+STUCK_AFTER_S = 180.0
+"""A batch handled for longer than this, plus the key cache TTL that a batch
+holding a `UserErased` waits out, means a stuck handler (a projector's or
+integration's batch takes seconds). With the TTL's default (30 s) and the
+liveness probe's 6 failures 10 s apart in `deploy/k8s`, the pod restarts about
+4.5 min in, before the default max.poll.interval (5 min) moves the partitions."""
 
 
 class ConsumerMetrics:
@@ -148,15 +158,37 @@ class ConsumeLoop:
         metrics: ConsumerMetrics,
         span_attributes: Mapping[str, str],
         stopping: asyncio.Event,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._processor = processor
         self._metrics = metrics
         self._span_attributes = dict(span_attributes)
         self._stopping = stopping
+        self._clock = clock
+        self._batch_started: float | None = None
         self.failures = 0
         """Consecutive batches rewound; the backoff grows with it."""
 
+    def busy_for_s(self) -> float:
+        """How long the batch in progress has been handled (its commit or
+        rewind included, not the backoff after a rewind); 0 between batches."""
+        started = self._batch_started
+        return 0.0 if started is None else max(0.0, self._clock() - started)
+
     async def on_batch(self, message: KafkaMessage) -> None:
+        self._batch_started = self._clock()
+        try:
+            delay = await self._handle(message)
+        finally:
+            self._batch_started = None
+        if delay is not None:
+            # A shutdown does not wait out the backoff: the batch is rewound.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _handle(self, message: KafkaMessage) -> float | None:
+        """Apply and commit the batch, or rewind it; the backoff before the
+        retry, or None."""
         processor, metrics = self._processor, self._metrics
         raws = _raws(message.raw_message)
         records = [to_record(r) for r in raws]
@@ -175,7 +207,7 @@ class ConsumeLoop:
             self.failures += 1
             metrics.batch_failures.inc()
             self._count(applied, parked)
-            delay = min(MAX_BACKOFF_S, 0.2 * 2 ** min(self.failures, 8))
+            delay: float = min(MAX_BACKOFF_S, 0.2 * 2 ** min(self.failures, 8))
             logger.exception(
                 "batch failed; rewinding to retry",
                 extra={
@@ -186,10 +218,7 @@ class ConsumeLoop:
             )
             await message.nack()
             await _record_lag(message, metrics)
-            # A shutdown does not wait out the backoff: the batch is rewound.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            return
+            return delay
         self.failures = 0
         await message.ack()
         self._count(applied, parked)
@@ -197,6 +226,7 @@ class ConsumeLoop:
         if newest is not None:
             metrics.applied_up_to(newest / 1000)
         await _record_lag(message, metrics)
+        return None
 
     def _count(self, applied: int, parked: int) -> None:
         metrics, processor = self._metrics, self._processor
@@ -233,6 +263,7 @@ def build_consumer_app(
     on_shutdown: Sequence[Hook] = (),
     max_records: int = 500,
     max_poll_interval_ms: int = DEFAULT_MAX_POLL_INTERVAL_MS,
+    stuck_after_s: float | None = None,
     ready_checks: Mapping[str, ReadyCheck] | None = None,
     registry: CollectorRegistry | None = None,
     description: str | None = None,
@@ -246,7 +277,11 @@ def build_consumer_app(
     events.
 
     `max_poll_interval_ms` must exceed the longest a batch of `max_records`
-    can take to handle. `ready_checks` (by name) are the service's own
+    can take to handle. `/healthz` fails once the batch in progress has been
+    handled for longer than `stuck_after_s` (its handler is stuck), so that
+    Kubernetes restarts the instance; set it above the longest a healthy
+    batch takes (by default `STUCK_AFTER_S` plus the key cache TTL).
+    `ready_checks` (by name) are the service's own
     backends, asked by `/readyz` next to Kafka and the parking table; they
     also tell the processor whether a lone failing audio meets working
     backends. `/metrics` serves `registry` (a fresh one by default), so a
@@ -270,6 +305,11 @@ def build_consumer_app(
     loop: ConsumeLoop | None = None
     parking: KafkaDynamoDBParking | None = None
     stopping = asyncio.Event()
+    stuck_s = (
+        stuck_after_s
+        if stuck_after_s is not None
+        else STUCK_AFTER_S + settings.key_cache_ttl_s
+    )
 
     async def kafka_answers() -> None:
         if not await broker.ping(READY_TIMEOUT_S):
@@ -357,9 +397,17 @@ def build_consumer_app(
     @get(include_in_schema=False)
     async def liveness(scope: Scope) -> AsgiResponse:
         consuming = subscriber.running and any(not t.done() for t in subscriber.tasks)
-        if consuming:
-            return AsgiResponse(b"", 204)
-        return _problem(503, "the consume loop is not running")
+        if not consuming:
+            return _problem(503, "the consume loop is not running")
+        busy_s = loop.busy_for_s() if loop is not None else 0.0
+        if busy_s > stuck_s:
+            return _problem(
+                503,
+                f"the batch in progress has been handled for {busy_s:.0f} s, "
+                f"longer than {stuck_s:g} s: its handler is stuck; "
+                "restart the instance (its partitions then go to another one)",
+            )
+        return AsgiResponse(b"", 204)
 
     @get(include_in_schema=False)
     async def readiness(scope: Scope) -> AsgiResponse:

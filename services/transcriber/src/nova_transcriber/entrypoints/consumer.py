@@ -47,6 +47,9 @@ MAX_RECORDS = 1
 """One request per batch: the consumer must poll again within Kafka's
 max.poll.interval, which is set just above the longest one request may take
 (`TranscriberSettings.longest_request_s`), not several."""
+STUCK_MARGIN_S = 60.0
+"""`/healthz` fails once a request has run this much longer than the longest
+one may take: its handler is stuck, and Kubernetes restarts the instance."""
 PROGRESS_TIMEOUT_S = 0.5
 """Progress is best effort: a slow Redis is given up on quickly."""
 
@@ -173,6 +176,7 @@ def create_app(settings: TranscriberSettings) -> AsgiFastStream:
         on_shutdown=[stack.aclose],
         max_records=MAX_RECORDS,
         max_poll_interval_ms=int(settings.longest_request_s * 1000),
+        stuck_after_s=settings.longest_request_s + STUCK_MARGIN_S,
         description=(
             "Transcribes the audio of every AudioProcessingStarted and sends the "
             "transcript or the failure to command-api; other events are skipped."
