@@ -20,8 +20,8 @@ the fields open to erased values that still validate against the model
 (`nova_events.personal.erase_personal`), and the envelope says `erased`:
 never a crash, never ciphertext. A payload that was tampered with raises
 `PersonalDataError`. Events stored before sealing existed (no `_sealed`)
-open unchanged; shredding those needs a rewrite of the stored items, which
-Nova does not do.
+open unchanged until `nova-relay reseal` rewrites them sealed (`seal`, or
+`shred` for an owner erased already).
 
 Keys are cached per process for `NOVA_KEY_CACHE_TTL_S` (30 s), erasures too,
 so opening costs no DynamoDB read per event. The process that erases a user
@@ -157,18 +157,31 @@ class PersonalData:
         entry = await self._entry(owner, create=True)
         if entry.cipher is None:
             raise UserErasedError(owner, entry.erased_at)
-        key_id = str(owner)
-        nonce = os.urandom(_NONCE_BYTES)
-        ciphertext = entry.cipher.encrypt(
-            nonce, orjson.dumps(personal), _aad(envelope, key_id)
+        return _sealed(envelope, public, personal, owner, entry.cipher)
+
+    async def shred(self, envelope: EventEnvelope, owner: UUID) -> EventEnvelope:
+        """The stored form of an event of `owner`, who was erased, that was
+        stored before sealing existed: its personal fields dropped, and a sealed
+        part that holds nothing, under a key no one keeps, so that it opens
+        erased like every other event of theirs. An event without personal
+        fields, or one sealed already, is returned as it is.
+
+        Raises `ValueError` when `owner` was not erased (read afresh): their
+        events are to be sealed with their key (`seal`).
+        """
+        if SEALED_KEY in envelope.data:
+            return envelope
+        public, personal = split_personal(
+            envelope.event_type, envelope.schema_version, envelope.data
         )
-        public[SEALED_KEY] = {
-            "alg": ALGORITHM,
-            "key_id": key_id,
-            "nonce": base64.b64encode(nonce).decode(),
-            "ciphertext": base64.b64encode(ciphertext).decode(),
-        }
-        return envelope.model_copy(update={"data": public})
+        if not personal:
+            return envelope
+        if await self.erased_at(owner) is None:
+            raise ValueError(
+                f"user {owner} was not erased; seal their events with their key"
+            )
+        discarded = AESGCM(AESGCM.generate_key(bit_length=256))
+        return _sealed(envelope, public, {}, owner, discarded)
 
     async def seal_all(
         self, envelopes: Sequence[EventEnvelope], owner: UUID
@@ -376,6 +389,25 @@ async def open_personal_data(
         wrapper,
         cache_ttl_s=settings.key_cache_ttl_s,
     )
+
+
+def _sealed(
+    envelope: EventEnvelope,
+    public: dict[str, Any],
+    personal: dict[str, Any],
+    owner: UUID,
+    cipher: AESGCM,
+) -> EventEnvelope:
+    key_id = str(owner)
+    nonce = os.urandom(_NONCE_BYTES)
+    ciphertext = cipher.encrypt(nonce, orjson.dumps(personal), _aad(envelope, key_id))
+    public[SEALED_KEY] = {
+        "alg": ALGORITHM,
+        "key_id": key_id,
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+    return envelope.model_copy(update={"data": public})
 
 
 def _aad(envelope: EventEnvelope, key_id: str) -> bytes:

@@ -3,6 +3,7 @@
     nova-relay                                   run (one active, others standby)
     nova-relay republish --aggregate <audio id>  publish one audio's events again
     nova-relay republish --since <ISO time> [--until <ISO time>]
+    nova-relay reseal [--dry-run]                seal events stored before sealing
 
 Runs beside command-api as its own process, with `/healthz`, `/readyz` and
 `/metrics` on NOVA_RELAY_HEALTH_PORT. Republishing is for a consumer that lost
@@ -49,6 +50,8 @@ from ..adapters.kafka_publisher import TransactionalKafkaPublisher
 from ..adapters.prometheus_metrics import PrometheusRelayMetrics
 from ..application.relay import OutboxRelay
 from ..settings import CommandApiSettings
+from .reseal import __doc__ as reseal_doc
+from .reseal import print_report, reseal
 
 STOP_GRACE_S = 10.0
 """How long a stopping relay may take to end its pass and release the lease
@@ -261,6 +264,14 @@ def main(argv: list[str] | None = None) -> None:
         type=utc_time,
         help="ISO 8601 time, excluded (default: now); only with --since",
     )
+    resealing = commands.add_parser(
+        "reseal",
+        help="seal, in place, the events stored before sealing existed",
+        description=reseal_doc,
+    )
+    resealing.add_argument(
+        "--dry-run", action="store_true", help="only count; write nothing"
+    )
     args = parser.parse_args(argv)
     if args.command == "republish" and args.until is not None:
         if args.since is None:
@@ -271,9 +282,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.until.isoformat()} (both in UTC)"
             )
     settings = CommandApiSettings()
-    if args.command != "republish":
+    if args.command is None:
         serve("relay", settings, settings.relay_health_port, create_app)
         return
     configure_logging("relay", settings.log_level)
+    if args.command == "reseal":
+        report = asyncio.run(reseal(settings, dry_run=args.dry_run))
+        raise SystemExit(print_report(report))
     count = asyncio.run(republish(settings, args.aggregate, args.since, args.until))
     sys.stdout.write(f"republished {count} events to {settings.events_topic}\n")
