@@ -759,7 +759,8 @@ class Moto(Component):
     """moto's server: DynamoDB, DynamoDB Streams and S3 on one port."""
 
     name = "moto"
-    marker = "moto.server"
+    # moto_serialized.py (moto.server before it): both name moto.
+    marker = "moto"
     start_timeout = 60.0
 
     @property
@@ -812,10 +813,10 @@ class Moto(Component):
             )
 
     def command(self) -> list[str]:
+        # One request at a time: see moto_serialized.py for why.
         return [
             self._python(),
-            "-m",
-            "moto.server",
+            str(HERE / "moto_serialized.py"),
             "-H",
             HOST,
             "-p",
