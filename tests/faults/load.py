@@ -59,12 +59,11 @@ COMMAND_DEADLINE_S = 150.0
 """Longer than an idempotency claim's 60 s lease plus a restart: a command
 whose run was killed is taken over by a retry once the lease has run out."""
 REQUEST_TIMEOUT_S = 20.0
-RACE_DELAY_S = 1.0
-"""How long after a create its racing copy goes out, so that it meets the
-first one's claim. Sent at the same instant, the two conditional puts of the
-claim can both succeed on moto, whose server runs requests in threads without
-making a condition and its write one step (DynamoDB does); that is the
-emulator's race, not the claim's."""
+RACE_DELAY_S = 0.0
+"""How long after a create its racing copy goes out: at the same instant, so
+both copies race for the claim's conditional put (the local stack's moto
+answers one request at a time, as DynamoDB evaluates each condition atomically;
+see deploy/local/moto_serialized.py)."""
 TOKEN_TTL_S = 6 * 3600
 
 
