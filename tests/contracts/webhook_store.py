@@ -258,6 +258,109 @@ class WebhookStoreContract:
         assert after_park.body == original.body
         assert await webhooks.lane(sid, audio) == [parked]
 
+    async def test_a_purge_between_claim_and_record_survives(
+        self, webhooks: WebhookStore
+    ) -> None:
+        """A send in flight while the erasure purges: its record of the
+        attempt must not put the unredacted body it was sent with back."""
+        sid, audio = uuid4(), uuid4()
+        in_flight = delivery(sid, audio, 1, body=b'{"text": "private"}')
+        await webhooks.add_deliveries([in_flight])
+        assert await webhooks.claim(in_flight, now=1000.0, lease_s=60.0)
+
+        await webhooks.replace_body(in_flight, b'{"text": null}')  # the purge
+        answered = Attempt(
+            at=1000.0, latency_ms=80.0, response_code=204, outcome="delivered"
+        )
+        recorded = await webhooks.record_attempt(
+            in_flight.with_attempt(answered, status=DeliveryStatus.DELIVERED),
+            lease_until=1060.0,
+        )
+
+        stored = await webhooks.get_delivery(sid, audio, 1)
+        assert recorded
+        assert stored is not None
+        assert stored.body == b'{"text": null}'
+        assert stored.status is DeliveryStatus.DELIVERED
+        assert stored.attempts == (answered,)
+        assert stored.attempts_used == 1
+        assert stored.lease_until == 0.0
+        assert stored == replace(
+            in_flight.with_attempt(answered, status=DeliveryStatus.DELIVERED),
+            body=b'{"text": null}',
+        )
+
+    async def test_an_attempt_is_recorded_only_under_the_lease_it_was_made_with(
+        self, webhooks: WebhookStore
+    ) -> None:
+        sid, audio = uuid4(), uuid4()
+        original = delivery(sid, audio, 1, next_attempt_at=LATER)
+        await webhooks.add_deliveries([original])
+        assert await webhooks.claim(original, now=1000.0, lease_s=60.0)
+        # The lease ran out and another instance claimed the delivery.
+        assert await webhooks.claim(original, now=1070.0, lease_s=60.0)
+        late = Attempt(
+            at=1000.0, latency_ms=70_000.0, response_code=None, outcome="retry"
+        )
+
+        stale = await webhooks.record_attempt(
+            original.with_attempt(
+                late, status=DeliveryStatus.PENDING, next_attempt_at=LATER
+            ),
+            lease_until=1060.0,
+        )
+        unknown = delivery(sid, uuid4(), 1)
+        gone = await webhooks.record_attempt(
+            unknown.with_attempt(late, status=DeliveryStatus.DELIVERED),
+            lease_until=0.0,
+        )
+
+        stored = await webhooks.get_delivery(sid, audio, 1)
+        assert (stale, gone) == (False, False)
+        assert stored == replace(original, lease_until=1130.0)
+        assert await webhooks.get_delivery(sid, unknown.audio_id, 1) is None
+
+    async def test_save_writes_the_state_only_and_never_recreates_a_delivery(
+        self, webhooks: WebhookStore
+    ) -> None:
+        sid, audio = uuid4(), uuid4()
+        read_before_the_purge = delivery(sid, audio, 1, body=b'{"text": "private"}')
+        deleted = delivery(sid, audio, 2)
+        await webhooks.add_deliveries([read_before_the_purge, deleted])
+        await webhooks.replace_body(read_before_the_purge, b'{"text": null}')
+        await webhooks.delete_deliveries([deleted])
+
+        parked = replace(
+            read_before_the_purge,
+            status=DeliveryStatus.PARKED,
+            parked_reason="behind parked event x",
+        )
+        await webhooks.save(parked)
+        await webhooks.save(replace(deleted, status=DeliveryStatus.CANCELLED))
+
+        assert await webhooks.lane(sid, audio) == [
+            replace(parked, body=b'{"text": null}')
+        ]
+
+    async def test_delete_deliveries_deletes_those_named(
+        self, webhooks: WebhookStore
+    ) -> None:
+        sid, audio, other_audio = uuid4(), uuid4(), uuid4()
+        made = [delivery(sid, audio, n, next_attempt_at=10.0) for n in (1, 2, 3)]
+        kept = delivery(sid, other_audio, 1)
+        await webhooks.add_deliveries([*made, kept])
+
+        await webhooks.delete_deliveries(made[:2])
+        await webhooks.delete_deliveries([delivery(sid, uuid4(), 1)])  # not stored
+        await webhooks.delete_deliveries([])
+        due = own(await webhooks.due(20.0, limit=1000), {sid})
+        await webhooks.delete_deliveries(made)  # nothing left due behind
+
+        assert due == [(sid, audio)]  # the third is still pending
+        page, _ = await webhooks.deliveries(sid)
+        assert page == [kept]
+        assert own(await webhooks.due(20.0, limit=1000), {sid}) == []
+
     async def test_replace_body_changes_the_body_alone(
         self, webhooks: WebhookStore
     ) -> None:
@@ -273,8 +376,9 @@ class WebhookStoreContract:
         assert stored.body == b'{"text": null}'
         assert stored == replace(original, body=b'{"text": null}')
         assert await webhooks.lane(sid, audio) == [stored]
-        [pending] = await webhooks.due(now=original.next_attempt_at + 1)
-        assert pending == (sid, audio)
+        # Past LATER, where other tests' deliveries are due too: only its own.
+        due = await webhooks.due(now=original.next_attempt_at + 1, limit=1000)
+        assert own(due, {sid}) == [(sid, audio)]
 
     # Due lanes
 

@@ -11,7 +11,8 @@ Alice and Bob each upload audio, get a transcript and subscribe a webhook
 - nothing of Alice's personal data (titles, file names, transcripts, storage
   keys) is in the raw event-store items, the raw topic, any read-model table,
   any index, the stored webhook deliveries, what the receiver got after the
-  erasure, or any API answer; her files are gone from S3;
+  erasure, or any API answer; her files are gone from S3, and her webhook
+  subscription is deleted with its deliveries once `user.erased` went out;
 - Bob's data is intact everywhere, and both users' streams still load.
 """
 
@@ -358,6 +359,14 @@ async def test_an_erased_user_leaves_nothing_readable_anywhere(
             return None if alice.words in stored else True
 
         await eventually(deliveries_purged, timeout=60, what="the deliveries' purge")
+
+        # Once user.erased went out, her subscription went with its deliveries.
+        async def subscription_deleted() -> bool | None:
+            stored = raw(await scan(ddb, settings.webhooks_table))
+            return None if alice.subscription in stored else True
+
+        await eventually(subscription_deleted, timeout=60, what="her subscription")
+        assert bob.subscription in raw(await scan(ddb, settings.webhooks_table))
 
         # Later commands for Alice or her audio are refused.
         refused = await http.post(

@@ -12,7 +12,11 @@ Items (one table, string keys `pk`, `sk`, sparse GSI `gsi1-pending`):
   a conditional put, so an event delivered twice by Kafka makes one delivery.
   While it is pending it carries ``gsi1pk = PENDING#<shard>`` and ``gsi1sk =
   <next attempt time>#...``, which is how instances find work that a stopped
-  instance left; a delivered or parked delivery leaves the index.
+  instance left; a delivered or parked delivery leaves the index. Its body is
+  written by that put and afterwards only by an erasure's purge
+  (`replace_body`): every other write is an `UpdateItem` of the state
+  attributes alone, so a send in flight during a purge cannot put the
+  unredacted body back, and none recreates a deleted delivery.
 """
 
 from __future__ import annotations
@@ -212,7 +216,59 @@ class DynamoDBWebhookStore:
         return True
 
     async def save(self, delivery: Delivery) -> None:
-        await self._ddb.put_item(TableName=self._table, Item=_item(delivery))
+        await self._update_state(delivery, "attribute_exists(pk)", {})
+
+    async def record_attempt(self, delivery: Delivery, *, lease_until: float) -> bool:
+        return await self._update_state(
+            delivery,
+            "attribute_exists(pk) AND lease_until = :held",
+            {":held": {"N": repr(lease_until)}},
+        )
+
+    async def delete_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        slots = asyncio.Semaphore(ADD_CONCURRENCY)
+
+        async def delete(delivery: Delivery) -> None:
+            async with slots:
+                await self._ddb.delete_item(
+                    TableName=self._table,
+                    Key=_key(
+                        delivery.subscription_id, delivery.audio_id, delivery.sequence
+                    ),
+                )
+
+        await asyncio.gather(*(delete(d) for d in deliveries))
+
+    async def _update_state(
+        self, delivery: Delivery, condition: str, values: dict[str, Any]
+    ) -> bool:
+        """Set the state attributes (and the pending index keys) of `delivery`
+        if `condition` holds; False when it does not."""
+        state = _state(delivery)
+        names = {f"#{n}": n for n in state}
+        sets = [f"#{n} = :{n}" for n in state]
+        update = "SET " + ", ".join(sets)
+        if delivery.status is not DeliveryStatus.PENDING:
+            update += " REMOVE gsi1pk, gsi1sk"
+        try:
+            await self._ddb.update_item(
+                TableName=self._table,
+                Key=_key(
+                    delivery.subscription_id, delivery.audio_id, delivery.sequence
+                ),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    **{f":{n}": v for n, v in state.items()},
+                    **values,
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     async def replace_body(self, delivery: Delivery, body: bytes) -> None:
         try:
@@ -325,7 +381,7 @@ def _due_key(when: float) -> str:
 
 
 def _item(delivery: Delivery) -> dict[str, Any]:
-    item: dict[str, Any] = {
+    return {
         **_key(delivery.subscription_id, delivery.audio_id, delivery.sequence),
         "audio_id": {"S": str(delivery.audio_id)},
         "sequence": {"N": str(delivery.sequence)},
@@ -333,6 +389,14 @@ def _item(delivery: Delivery) -> dict[str, Any]:
         "event_type": {"S": delivery.event_type},
         "body": {"B": delivery.body},
         "created_at": {"N": repr(delivery.created_at)},
+        **_state(delivery),
+    }
+
+
+def _state(delivery: Delivery) -> dict[str, Any]:
+    """The attributes a delivery's attempts change, with its pending index
+    keys while it is pending; never the body or what identifies it."""
+    state: dict[str, Any] = {
         "status": {"S": delivery.status.value},
         "next_attempt_at": {"N": repr(delivery.next_attempt_at)},
         "attempts_used": {"N": str(delivery.attempts_used)},
@@ -343,11 +407,11 @@ def _item(delivery: Delivery) -> dict[str, Any]:
     if delivery.status is DeliveryStatus.PENDING:
         lane = f"{delivery.subscription_id}#{delivery.audio_id}"
         shard = zlib.crc32(lane.encode()) % PENDING_SHARDS
-        item["gsi1pk"] = {"S": f"PENDING#{shard}"}
-        item["gsi1sk"] = {
+        state["gsi1pk"] = {"S": f"PENDING#{shard}"}
+        state["gsi1sk"] = {
             "S": f"{_due_key(delivery.next_attempt_at)}#{lane}#{delivery.sequence}"
         }
-    return item
+    return state
 
 
 def _attempt_json(attempt: Attempt) -> dict[str, Any]:

@@ -30,7 +30,8 @@ class WebhookStore(Protocol):
         ...
 
     async def delete_subscription(self, subscription_id: UUID) -> None:
-        """Raises `SubscriptionNotFoundError`; its deliveries stay for audit."""
+        """Raises `SubscriptionNotFoundError`; its deliveries stay for audit
+        (unless deleted with `delete_deliveries`)."""
         ...
 
     async def add_deliveries(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
@@ -58,7 +59,25 @@ class WebhookStore(Protocol):
         ...
 
     async def save(self, delivery: Delivery) -> None:
-        """Write the delivery's state (status, attempts, next attempt, lease)."""
+        """Write the delivery's state (status, attempts, next attempt, parked
+        reason, lease) and nothing else: never its body, which an erasure's
+        purge may have replaced since `delivery` was read. Nothing happens if
+        it is not stored (a deleted delivery stays deleted)."""
+        ...
+
+    async def record_attempt(self, delivery: Delivery, *, lease_until: float) -> bool:
+        """Write the state of `delivery` after an attempt made under the lease
+        that `claim` took until `lease_until`, like `save` (never the body).
+
+        False, writing nothing, when the stored lease is no longer that one
+        (it ran out and another instance claimed the delivery) or the delivery
+        is not stored any more.
+        """
+        ...
+
+    async def delete_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Delete these deliveries (an erased user's); those not stored are
+        skipped."""
         ...
 
     async def replace_body(self, delivery: Delivery, body: bytes) -> None:
@@ -164,7 +183,22 @@ class InMemoryWebhookStore:
 
     async def save(self, delivery: Delivery) -> None:
         key = _key(delivery.subscription_id, delivery.audio_id, delivery.sequence)
-        self._deliveries[key] = delivery
+        stored = self._deliveries.get(key)
+        if stored is not None:
+            self._deliveries[key] = _with_state_of(stored, delivery)
+
+    async def record_attempt(self, delivery: Delivery, *, lease_until: float) -> bool:
+        key = _key(delivery.subscription_id, delivery.audio_id, delivery.sequence)
+        stored = self._deliveries.get(key)
+        if stored is None or stored.lease_until != lease_until:
+            return False
+        self._deliveries[key] = _with_state_of(stored, delivery)
+        return True
+
+    async def delete_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            key = _key(delivery.subscription_id, delivery.audio_id, delivery.sequence)
+            self._deliveries.pop(key, None)
 
     async def replace_body(self, delivery: Delivery, body: bytes) -> None:
         key = _key(delivery.subscription_id, delivery.audio_id, delivery.sequence)
@@ -216,3 +250,16 @@ class InMemoryWebhookStore:
 
 def _key(subscription_id: UUID, audio_id: UUID, sequence: int) -> tuple[UUID, str]:
     return (subscription_id, delivery_sort_key(audio_id, sequence))
+
+
+def _with_state_of(stored: Delivery, delivery: Delivery) -> Delivery:
+    """`stored` (its body above all) with the state `delivery` carries."""
+    return replace(
+        stored,
+        status=delivery.status,
+        next_attempt_at=delivery.next_attempt_at,
+        attempts_used=delivery.attempts_used,
+        attempts=delivery.attempts,
+        parked_reason=delivery.parked_reason,
+        lease_until=delivery.lease_until,
+    )

@@ -5,6 +5,17 @@ one at a time in `sequence` order: a delivery waits until the one before it is
 delivered. When one is parked, those behind it are parked too ("behind <event
 id>"), so a re-send replays the lane in order.
 
+An attempt is recorded with `record_attempt`, under the lease it was made
+with, and writes the delivery's state alone, never its body: an erasure's
+purge while the request was in flight stays purged.
+
+Once a `user.erased` delivery is delivered or parked, its subscription is
+deleted with every delivery it has (see `Fanout`): the user is erased, and
+nothing of theirs is kept or sent any more. The other deliveries go first,
+then the subscription, then the `user.erased` delivery itself, which stays
+pending under its lease until then: a stop or a crash half way leaves it due,
+and the next attempt finishes the deletion.
+
 Lanes run as their own tasks. A lane whose endpoint fails sleeps until its
 next attempt without holding anything; at most `per_subscription` requests go
 to one subscription at once and `concurrency` in all, so a slow endpoint uses
@@ -44,16 +55,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from uuid import UUID
 
+from nova_events import UserErased
 from nova_platform.batches import is_transient
 from nova_platform.webhooks import (
     Attempt,
     Delivery,
     DeliveryStatus,
     Subscription,
+    SubscriptionNotFoundError,
     WebhookStore,
 )
 from nova_platform.webhooks.model import MAX_RECORDED_ATTEMPTS
 
+from ..domain.payload import PUBLIC_EVENT_TYPES
 from ..domain.retry import RetryPolicy, SendResult, Verdict
 from .ports import WebhookSender
 
@@ -66,6 +80,9 @@ SUBSCRIPTION_TTL_S = 5.0
 HAND_BACK_S = 5.0
 """How long stopping waits for the interrupted deliveries to be handed back."""
 INTERRUPTED = "interrupted: the integration service stopped before an answer came"
+USER_ERASED = PUBLIC_EVENT_TYPES[UserErased.event_type()]
+FORGET_PAGE = 100
+"""Deliveries read per page while deleting an erased user's subscription."""
 
 
 class Dispatcher:
@@ -258,7 +275,12 @@ class Dispatcher:
                 return first.lease_until
             subscription = await self._subscription(first.subscription_id)
             if subscription is None:
-                await self._cancel(open_)
+                await self._cancel([d for d in open_ if d.event_type != USER_ERASED])
+                # What a deletion of an erased user's subscription left when it
+                # stopped before its last step (see `_forget`): finish it.
+                await self._store.delete_deliveries(
+                    [d for d in open_ if d.event_type == USER_ERASED]
+                )
                 return None
             if not await self._attempt(subscription, first):
                 return self._clock() + STORE_RETRY_S
@@ -286,6 +308,7 @@ class Dispatcher:
             )
             if not claimed:
                 return False
+            lease_until = started + self._lease_s  # what `claim` stored
             sending = asyncio.create_task(self._sender.send(subscription, delivery))
             self._sends.add(sending)
             try:
@@ -296,7 +319,7 @@ class Dispatcher:
             finally:
                 self._sends.discard(sending)
         if sending.cancelled():
-            await self._hand_back(delivery, started)
+            await self._hand_back(delivery, started, lease_until)
             return True
         result = sending.result()
         if result.response_code is not None and 200 <= result.response_code < 300:
@@ -314,7 +337,6 @@ class Dispatcher:
         )
         if decision.verdict is Verdict.DELIVERED:
             updated = delivery.with_attempt(attempt, status=DeliveryStatus.DELIVERED)
-            self.sent += 1
         elif decision.verdict is Verdict.RETRY:
             updated = delivery.with_attempt(
                 attempt,
@@ -325,7 +347,21 @@ class Dispatcher:
             updated = delivery.with_attempt(
                 attempt, status=DeliveryStatus.PARKED, parked_reason=decision.reason
             )
-        await self._store.save(updated)
+        if delivery.event_type == USER_ERASED and decision.verdict is not Verdict.RETRY:
+            await self._forget(delivery)
+        elif not await self._store.record_attempt(updated, lease_until=lease_until):
+            logger.warning(
+                "webhook attempt not recorded: its lease ran out and another "
+                "instance has the delivery, or the delivery was deleted",
+                extra={
+                    "subscription_id": str(delivery.subscription_id),
+                    "audio_id": str(delivery.audio_id),
+                    "event_id": str(delivery.event_id),
+                    "sequence": delivery.sequence,
+                },
+            )
+        if decision.verdict is Verdict.DELIVERED:
+            self.sent += 1
         if self._on_attempt is not None:
             self._on_attempt(decision.verdict, result)
         logger.log(
@@ -345,7 +381,9 @@ class Dispatcher:
         )
         return True
 
-    async def _hand_back(self, delivery: Delivery, started: float) -> None:
+    async def _hand_back(
+        self, delivery: Delivery, started: float, lease_until: float
+    ) -> None:
         """Record the interrupted attempt and make the delivery due now, with
         no lease (the receiver may have had the request: it deduplicates)."""
         now = self._clock()
@@ -356,13 +394,14 @@ class Dispatcher:
             outcome=Verdict.RETRY.value,
             error=INTERRUPTED,
         )
-        await self._store.save(
+        await self._store.record_attempt(
             replace(
                 delivery,
                 attempts=(*delivery.attempts, attempt)[-MAX_RECORDED_ATTEMPTS:],
                 next_attempt_at=now,
                 lease_until=0.0,
-            )
+            ),
+            lease_until=lease_until,
         )
         logger.info(
             "webhook attempt interrupted by the stop; handed back",
@@ -396,6 +435,31 @@ class Dispatcher:
                     lease_until=0.0,
                 )
             )
+
+    async def _forget(self, erased: Delivery) -> None:
+        """Delete the subscription `erased` (its `user.erased` delivery, sent
+        or parked) belongs to, with every delivery it has; that one last."""
+        sid = erased.subscription_id
+        cursor: str | None = None
+        deleted = 0
+        while True:
+            page, cursor = await self._store.deliveries(
+                sid, limit=FORGET_PAGE, cursor=cursor
+            )
+            others = [d for d in page if d.event_id != erased.event_id]
+            await self._store.delete_deliveries(others)
+            deleted += len(others)
+            if cursor is None:
+                break
+        with contextlib.suppress(SubscriptionNotFoundError):
+            await self._store.delete_subscription(sid)
+        self._subscriptions[sid] = (self._clock() + SUBSCRIPTION_TTL_S, None)
+        self._failing.discard(sid)
+        await self._store.delete_deliveries([erased])
+        logger.info(
+            "an erased user's webhook subscription deleted with its deliveries",
+            extra={"subscription_id": str(sid), "deliveries": deleted + 1},
+        )
 
     async def _subscription(self, subscription_id: UUID) -> Subscription | None:
         now = self._clock()

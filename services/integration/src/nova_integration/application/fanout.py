@@ -7,16 +7,23 @@ event Kafka delivers twice, or the relay republishes, adds nothing: the
 integration service never fires twice for one event and subscription. A
 projection rebuild reads the event store, not Kafka, and never reaches here.
 
-A `UserErased` is delivered like any event (`user.erased`, to the user's own
-subscriptions); then, once no process can open the user's data any more
-(`wait_for_erasure`), the bodies of every stored delivery of that user are
+A `UserErased` is applied once no process can open the user's data any more
+(`wait_for_erasure`): the bodies of every stored delivery of that user are
 purged of their personal fields (`redact_body`), so that neither the table
-nor a later send holds them.
+nor a later send holds them, and a subscription of theirs that does not want
+`user.erased` is deleted with its deliveries (those first: a batch retried
+after a failure half way finds the subscription and finishes). Only then is
+the event delivered like any other (`user.erased`, to the user's remaining
+subscriptions), and once it is delivered or parked the dispatcher deletes
+each of those with its deliveries too. So a receiver told `user.erased` meets
+nothing of the user's in Nova any more, and the deletion, coming after the
+key cache expired, races with no delivery written from a cached key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,7 +32,12 @@ from typing import Any
 from uuid import UUID
 
 from nova_events import USER, AudioCreated, EventEnvelope, UserErased, decode_payload
-from nova_platform.webhooks import Delivery, Subscription, WebhookStore
+from nova_platform.webhooks import (
+    Delivery,
+    Subscription,
+    SubscriptionNotFoundError,
+    WebhookStore,
+)
 
 from ..domain.payload import (
     PUBLIC_EVENT_TYPES,
@@ -33,7 +45,7 @@ from ..domain.payload import (
     public_payload,
     redact_body,
 )
-from .dispatcher import Dispatcher
+from .dispatcher import USER_ERASED, Dispatcher
 from .ports import AudioOwners, EventForwarder
 
 logger = logging.getLogger(__name__)
@@ -62,32 +74,53 @@ class Fanout:
         self._wait_for_erasure = wait_for_erasure
 
     async def __call__(self, envelopes: Sequence[EventEnvelope]) -> None:
-        await self._fan_out(envelopes)
+        erased = UserErased.event_type()
+        await self._fan_out([e for e in envelopes if e.event_type != erased])
         for envelope in envelopes:
-            if envelope.event_type == UserErased.event_type():
+            if envelope.event_type == erased:
                 await self._purge(decode_payload(envelope, UserErased))
+                await self._fan_out([envelope])
 
     async def _purge(self, erasure: UserErased) -> None:
         if self._wait_for_erasure is not None:
             await self._wait_for_erasure(erasure.erased_at)
-        purged = 0
+        purged = deleted = 0
         for subscription in await self._store.subscriptions_of(erasure.user_id):
+            # Kept (purged) until its user.erased is sent, if it wants one.
+            keep = subscription.wants(USER_ERASED)
+            sid = subscription.subscription_id
             cursor: str | None = None
             while True:
                 page, cursor = await self._store.deliveries(
-                    subscription.subscription_id, limit=PURGE_PAGE, cursor=cursor
+                    sid, limit=PURGE_PAGE, cursor=cursor
                 )
-                for delivery in page:
-                    body = redact_body(delivery.body)
-                    if body is not None:
-                        await self._store.replace_body(delivery, body)
-                        purged += 1
+                if keep:
+                    purged += await self._redact(page)
+                else:
+                    await self._store.delete_deliveries(page)
+                    deleted += len(page)
                 if cursor is None:
                     break
+            if not keep:
+                with contextlib.suppress(SubscriptionNotFoundError):
+                    await self._store.delete_subscription(sid)
         logger.info(
             "webhook deliveries purged of an erased user's data",
-            extra={"user_id": str(erasure.user_id), "deliveries": purged},
+            extra={
+                "user_id": str(erasure.user_id),
+                "deliveries": purged,
+                "deleted": deleted,
+            },
         )
+
+    async def _redact(self, deliveries: Sequence[Delivery]) -> int:
+        redacted = 0
+        for delivery in deliveries:
+            body = redact_body(delivery.body)
+            if body is not None:
+                await self._store.replace_body(delivery, body)
+                redacted += 1
+        return redacted
 
     async def _fan_out(self, envelopes: Sequence[EventEnvelope]) -> None:
         published = [
