@@ -34,7 +34,7 @@ PACKAGES = (
     "uvloop",
     "httptools",
     "grpcio",
-    "httpx",
+    "aiohttp",
     "pydantic",
     "orjson",
     "moto",

@@ -60,6 +60,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BENCH_STACK = {
+    "NOVA_STACK_HOME": str(ROOT / ".nova" / "bench" / "stack"),
+    "NOVA_STACK_KAFKA_PORT": "29092",
+    "NOVA_STACK_KAFKA_CONTROLLER_PORT": "29093",
+    "NOVA_STACK_OPENSEARCH_PORT": "29200",
+    "NOVA_STACK_OPENSEARCH_TRANSPORT_PORT": "29300",
+    "NOVA_STACK_MOTO_PORT": "25000",
+    "NOVA_STACK_REDIS_PORT": "26379",
+}
+"""The benchmarks' own stack, so they never load one others test against;
+`NOVA_STACK_*` variables in the environment override each setting."""
+
+
+def use_bench_stack() -> None:
+    """Point `deploy/local/stack.py` at the benchmarks' stack where the
+    environment does not name one."""
+    for key, value in BENCH_STACK.items():
+        os.environ.setdefault(key, value)
+
+
 def _stack(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(STACK_SCRIPT), *args],
@@ -71,6 +91,10 @@ def _stack(*args: str) -> subprocess.CompletedProcess[str]:
 
 def stack_home() -> Path:
     return Path(os.environ.get("NOVA_STACK_HOME") or ROOT / ".nova" / "stack")
+
+
+def stack_running() -> bool:
+    return _stack("status").returncode == 0
 
 
 def stack_env() -> dict[str, str]:
@@ -85,6 +109,11 @@ def stack_env() -> dict[str, str]:
         for line in _stack("env").stdout.splitlines()
         if line.startswith("export ")
     )
+
+
+def clean_stack() -> None:
+    """Stop the stack and remove its data (moto's memory goes anyway)."""
+    _stack("clean")
 
 
 def stack_pids() -> dict[str, int]:

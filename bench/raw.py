@@ -1,7 +1,7 @@
 """Raw baselines: the same I/O as Nova with nothing but the client library.
 
 Each function is what a competent engineer would write in a few lines with
-aioboto3, aiokafka, opensearch-py, httpx or grpc alone. No `nova_*` import is
+aioboto3, aiokafka, opensearch-py, aiohttp or grpc alone. No `nova_*` import is
 allowed in this module: a baseline that ran project code would measure the
 project against itself.
 """
@@ -13,15 +13,17 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import grpc
-import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from opensearchpy import AsyncOpenSearch
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+    from types_aiobotocore_s3 import S3Client
 
 Item = dict[str, Any]
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
@@ -35,6 +37,11 @@ async def raw_put(ddb: DynamoDBClient, table: str, item: Item) -> None:
     await ddb.put_item(
         TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)"
     )
+
+
+async def raw_head(s3: S3Client, bucket: str, key: str) -> None:
+    """One HeadObject: what a registration checks before it appends."""
+    await s3.head_object(Bucket=bucket, Key=key)
 
 
 async def raw_get(ddb: DynamoDBClient, table: str, key: Item) -> Item:
@@ -132,9 +139,10 @@ async def raw_search(search: AsyncOpenSearch, index: str, text: str) -> int:
     return len(found["hits"]["hits"])
 
 
-async def raw_http(client: httpx.AsyncClient, url: str) -> None:
-    response = await client.get(url)
-    response.raise_for_status()
+async def raw_http(client: aiohttp.ClientSession, url: str) -> None:
+    async with client.get(url) as response:
+        response.raise_for_status()
+        await response.read()
 
 
 async def raw_grpc(call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
@@ -208,15 +216,40 @@ async def raw_outbox(
     return progress
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    """The end offset of each partition of `topic`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def record_times(bootstrap: str, topic: str) -> dict[str, float]:
+    """When each key's first committed record of `topic` was produced (its
+    CreateTime, Unix seconds), reading every partition to its end."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        return ends
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+
+        async def behind() -> bool:
+            positions = [await consumer.position(tp) for tp in tps]
+            return any(at < ends[tp] for at, tp in zip(positions, tps, strict=True))
+
+        while time.monotonic() < deadline and await behind():
+            batches = await consumer.getmany(*tps, timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    if record.key is not None:
+                        found.setdefault(record.key.decode(), record.timestamp / 1000)
+        return found
     finally:
         await consumer.stop()
 

@@ -4,7 +4,11 @@
 
 Phases: domain, commands, pipeline, catchup, outbox (all by default, in that
 order; `pipeline` and `catchup` use the command rate `commands` measured, or
-`--command-rate` without it). Results go to `bench/results/<time>/`:
+`--command-rate` without it). The run uses a stack of its own
+(`.nova/bench/stack`: Kafka on 29092, OpenSearch 29200, moto 25000, Redis
+26379; `NOVA_STACK_*` variables override them), started if it is not running
+and, if this run started it, stopped with its data removed at the end unless
+`--keep-stack`. Results go to `bench/results/<time>/`:
 summary.md (the table, runs, settings, versions, CPU and memory by phase),
 results.json, the PNG plots, the services' logs and, with `--profile`,
 pyinstrument's HTML profile of each named service.
@@ -24,7 +28,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import environment, report
-from .harness import Harness, stack_env, stack_pids
+from .harness import (
+    Harness,
+    clean_stack,
+    stack_env,
+    stack_home,
+    stack_pids,
+    stack_running,
+    use_bench_stack,
+)
 from .phases import Bench
 from .procmon import ProcessMonitor
 from .results import SCALES, Results
@@ -52,6 +64,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="commands/s assumed as the peak when the commands phase is skipped",
     )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument(
+        "--keep-stack",
+        action="store_true",
+        help="leave the benchmarks' stack running when this run started it",
+    )
     args = parser.parse_args(argv)
     chosen = [p for p in args.only.split(",") if p] or list(PHASES)
     unknown = set(chosen) - set(PHASES)
@@ -67,7 +84,13 @@ async def _run(args: argparse.Namespace, out: Path) -> Results:
     monitor = ProcessMonitor()
     monitor.watch("bench (load generator)", os.getpid())
     uses_stack = bool(set(args.phases) - {"domain"})
-    env = stack_env() if uses_stack else {}
+    started_stack = False
+    env: dict[str, str] = {}
+    if uses_stack:
+        use_bench_stack()
+        started_stack = not stack_running()
+        print(f"stack: {stack_home()}", flush=True)
+        env = stack_env()
     for name, pid in stack_pids().items():
         monitor.watch(name, pid)
     monitor.start()
@@ -117,6 +140,9 @@ async def _run(args: argparse.Namespace, out: Path) -> Results:
         await bench.close()
         if uses_stack:
             await harness.cleanup()
+        if started_stack and not args.keep_stack:
+            print("stopping the benchmarks' stack and removing its data ...")
+            clean_stack()
     results.usage = report.usage_rows(monitor.report())
     results.settings["load average at end"] = " ".join(
         f"{x:.2f}" for x in os.getloadavg()
