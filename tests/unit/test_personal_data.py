@@ -400,6 +400,31 @@ async def test_the_erasing_process_forgets_the_key_at_once(
         await cipher.seal(transcribed(), owner)
 
 
+async def test_the_cached_erasure_check_reads_the_key_store_once_per_ttl(
+    cipher: PersonalData,
+    keys: InMemoryUserKeys,
+    wrapper: CountingWrapper,
+    clock: FakeClock,
+) -> None:
+    owner, never_stored = uuid4(), uuid4()
+    await cipher.seal(transcribed(), owner)
+    elsewhere = personal_data(keys, wrapper, clock)
+    reads = keys.reads
+
+    assert await elsewhere.cached_erased_at(owner) is None
+    assert await elsewhere.cached_erased_at(never_stored) is None
+    erased_at = await cipher.erase(owner)
+    assert await cipher.cached_erased_at(owner) == erased_at, "the eraser at once"
+    clock.now += TTL_S - 1
+    assert await elsewhere.cached_erased_at(owner) is None, "cached for the TTL"
+    assert await elsewhere.cached_erased_at(never_stored) is None
+    assert keys.reads - reads == 2
+
+    clock.now += 1.1
+    assert await elsewhere.cached_erased_at(owner) == erased_at
+    assert keys.reads - reads == 3
+
+
 async def test_a_user_erased_event_drops_the_cached_key_before_its_batch_opens(
     cipher: PersonalData, keys: InMemoryUserKeys, clock: FakeClock
 ) -> None:

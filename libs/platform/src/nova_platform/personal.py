@@ -272,6 +272,15 @@ class PersonalData:
         found = await self._keys.get(user_id)
         return found.erased_at if found is not None else None
 
+    async def cached_erased_at(self, user_id: UUID) -> datetime | None:
+        """When the user was erased, as this process's key cache knows it; None
+        if they were not. Shares the cache `open` and `seal` use, so it reads
+        the key store (and unwraps the key) only when nothing fresh is cached:
+        an erasure by this process shows at once, one by another process
+        within `cache_ttl_s`."""
+        entry = await self._entry(user_id, create=False)
+        return entry.erased_at
+
     def forget(self, user_id: UUID) -> None:
         """Drop what this process cached of the user's key."""
         self._cache.pop(user_id, None)

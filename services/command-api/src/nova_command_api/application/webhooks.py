@@ -3,6 +3,13 @@
 A subscription belongs to one user and is visible to that user and to admins
 only; another user's subscription is "not found", so ids cannot be probed. Its
 deliveries (stored by integration) are listed and re-sent through it.
+
+Nothing is done for an erased user (`UserErasedError`): not for an erased
+caller, nor by an admin who creates a subscription for them or lists or
+re-sends the deliveries of one of theirs. An admin may still list, read and
+delete an erased user's subscriptions: integration deletes them once it
+applies the erasure, and until then, or if it lags, an admin sees and removes
+what is left. Erasures are known through the key cache (`ErasedUsers`).
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from datetime import datetime
+from typing import Final, Protocol
 from uuid import UUID, uuid4
 
+from nova_platform.personal import UserErasedError
 from nova_platform.webhooks import (
     ALL_EVENT_TYPES,
     Delivery,
@@ -123,6 +132,14 @@ class EarlierDeliveryParkedError(Exception):
         self.event_id = earlier.event_id
 
 
+class ErasedUsers(Protocol):
+    """The side of `nova_platform.personal.PersonalData` the routes need."""
+
+    async def cached_erased_at(self, user_id: UUID) -> datetime | None:
+        """When the user was erased (known within the key cache's TTL)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class NewSubscription:
     url: str
@@ -139,19 +156,23 @@ class WebhookSubscriptions:
     def __init__(
         self,
         store: WebhookStore,
+        erasures: ErasedUsers,
         *,
         allow_private_targets: bool = False,
         max_per_user: int = MAX_SUBSCRIPTIONS_PER_USER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._erasures = erasures
         self._allow_private = allow_private_targets
         self._max_per_user = max_per_user
         self._clock = clock
 
     async def create(self, actor: Actor, request: NewSubscription) -> Subscription:
         """The new subscription, with its secret (shown to the caller only now)."""
+        await self.admit(actor)
         owner = self._owner_for(actor, request.user_id)
+        await self._refuse_erased(owner)
         url = self._checked_url(request.url)
         event_types = checked_event_types(request.event_types)
         secret = checked_secret(request.secret)
@@ -174,22 +195,27 @@ class WebhookSubscriptions:
     async def subscriptions(
         self, actor: Actor, user_id: UUID | None = None
     ) -> list[Subscription]:
-        """The caller's subscriptions; an admin's choice of user, or everyone's."""
+        """The caller's subscriptions; an admin's choice of user (erased ones
+        included), or everyone's."""
+        await self.admit(actor)
         if actor.is_admin:
             return await self._store.subscriptions_of(user_id)
         return await self._store.subscriptions_of(self._owner_for(actor, user_id))
 
     async def get(self, actor: Actor, subscription_id: UUID) -> Subscription:
-        subscription = await self._store.get_subscription(subscription_id)
-        if subscription is None or not (
-            actor.is_admin or subscription.user_id == actor.user_id
-        ):
-            raise SubscriptionNotFoundError(subscription_id)
-        return subscription
+        """One subscription visible to the caller (an admin: an erased user's)."""
+        await self.admit(actor)
+        return await self._visible(actor, subscription_id)
 
     async def delete(self, actor: Actor, subscription_id: UUID) -> None:
+        """Delete it; an admin may delete an erased user's."""
         await self.get(actor, subscription_id)
         await self._store.delete_subscription(subscription_id)
+
+    async def admit(self, actor: Actor) -> None:
+        """Raise `UserErasedError` when the caller was erased: nothing is done
+        for them any more (an admin's own erasure included)."""
+        await self._refuse_erased(actor.user_id)
 
     async def deliveries(
         self,
@@ -201,7 +227,7 @@ class WebhookSubscriptions:
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
         """A page of the subscription's deliveries; raises `InvalidCursorError`."""
-        await self.get(actor, subscription_id)
+        await self._acting_on(actor, subscription_id)
         return await self._store.deliveries(
             subscription_id, status=status, limit=limit, cursor=cursor
         )
@@ -214,7 +240,7 @@ class WebhookSubscriptions:
 
         Each starts a new retry budget; its attempts so far are kept.
         """
-        await self.get(actor, subscription_id)
+        await self._acting_on(actor, subscription_id)
         delivery = await self._store.get_delivery(subscription_id, audio_id, sequence)
         if delivery is None:
             raise DeliveryNotFoundError(subscription_id, audio_id, sequence)
@@ -247,6 +273,27 @@ class WebhookSubscriptions:
             await self._store.save(again)
             requeued.append(again)
         return requeued
+
+    async def _visible(self, actor: Actor, subscription_id: UUID) -> Subscription:
+        subscription = await self._store.get_subscription(subscription_id)
+        if subscription is None or not (
+            actor.is_admin or subscription.user_id == actor.user_id
+        ):
+            raise SubscriptionNotFoundError(subscription_id)
+        return subscription
+
+    async def _acting_on(self, actor: Actor, subscription_id: UUID) -> Subscription:
+        """The subscription, when neither the caller nor its owner was erased."""
+        await self.admit(actor)
+        subscription = await self._visible(actor, subscription_id)
+        await self._refuse_erased(subscription.user_id)
+        return subscription
+
+    async def _refuse_erased(self, user_id: UUID) -> None:
+        # `ErasedUsers` caches: asking again for the caller costs no read.
+        erased_at = await self._erasures.cached_erased_at(user_id)
+        if erased_at is not None:
+            raise UserErasedError(user_id, erased_at)
 
     def _owner_for(self, actor: Actor, user_id: UUID | None) -> UUID:
         if user_id is None or user_id == actor.user_id:

@@ -405,7 +405,9 @@ def create_app(
             app.state.handler = AudioCommandHandler(metered, files, probe_audio)
             app.state.idempotency = IdempotentRunner(keys, settings.idempotency_wait_s)
             app.state.webhooks = WebhookSubscriptions(
-                hooks, allow_private_targets=settings.webhook_allow_private_targets
+                hooks,
+                personal_data,
+                allow_private_targets=settings.webhook_allow_private_targets,
             )
             yield
 

@@ -41,8 +41,14 @@ from ..application.webhooks import (
 from .idempotency import KEY_PATTERN, IdempotentRunner, fingerprint
 
 _EVENT_TYPES_DOC = ", ".join(f"`{t}`" for t in PUBLIC_EVENT_TYPES)
-_READ = {**AUTH_PROBLEMS, **INVALID_REQUEST}
+_READ = {
+    **AUTH_PROBLEMS,
+    **INVALID_REQUEST,
+    410: "`user-erased`: you were erased (an admin may still list, read and "
+    "delete an erased user's subscriptions)",
+}
 _ONE = {**_READ, 404: "`not-found`: no such subscription visible to you"}
+_OWNER_ERASED = {410: "`user-erased`: you, or the subscription's owner, were erased"}
 _IN_USE = "`idempotency-key-in-use` / `-released` (retry with the same key)"
 
 
@@ -249,6 +255,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
                 403: "`forbidden`: no `audio:write` scope, or `user_id` of another "
                 "user without `admin`",
                 409: f"`subscription-limit`, or {_IN_USE}",
+                410: "`user-erased`: you, or the user named in `user_id`, were erased",
                 422: "`invalid-request` (e.g. a private or malformed `url`) or "
                 "`idempotency-key-reused`",
             }
@@ -277,6 +284,8 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
             location = f"/commands/webhooks/{created.subscription_id}"
             return _json(answer, 201, Location=location)
 
+        # Before the runner: no replay of an answer recorded before an erasure.
+        await service(request).admit(actor(principal))
         print_ = fingerprint("webhook-create", body.model_dump_json())
         return await runner(request).run(principal.user_id, key, print_, run)
 
@@ -327,7 +336,11 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         response_model=DeliveryPage,
         summary="A subscription's deliveries and every attempt made to send them",
         responses=problem_responses(
-            {**_ONE, 400: "`invalid-cursor`: send a `next_cursor` unchanged"}
+            {
+                **_ONE,
+                **_OWNER_ERASED,
+                400: "`invalid-cursor`: send a `next_cursor` unchanged",
+            }
         ),
     )
     async def list_deliveries(
@@ -361,6 +374,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
                 400: "`invalid-idempotency-key`",
                 404: "`not-found`: no such subscription or delivery visible to you",
                 409: f"`delivery-not-parked`, `earlier-delivery-parked`, or {_IN_USE}",
+                **_OWNER_ERASED,
                 422: "`invalid-request` or `idempotency-key-reused`",
             }
         ),
@@ -387,6 +401,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
             )
             return _json(answer, 202)
 
+        await service(request).admit(actor(principal))
         print_ = fingerprint(
             "webhook-resend", str(subscription_id), str(audio_id), str(sequence)
         )
