@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -121,18 +122,17 @@ async def _run(args: argparse.Namespace, out: Path) -> Results:
                     base.kafka_bootstrap_servers, base.events_topic
                 )
             )
-        for phase in args.phases:
-            started = time.monotonic()
-            print(f"== {phase} ...", flush=True)
-            try:
-                if phase == "domain":
-                    monitor.phase("domain (in process)")
-                await getattr(bench, phase)()
-            except Exception as exc:
-                logger.exception("phase %s failed", phase)
-                results.notes.append(f"phase {phase} failed: {exc!r}"[:500])
-                harness.stop_all()
-            print(f"   {phase} took {time.monotonic() - started:.0f} s", flush=True)
+        stopping = asyncio.Event()
+        phases = asyncio.create_task(_phases(args, bench, monitor, stopping))
+        # A signal cancels the phases' task, never this one, so the cleanup
+        # below runs with nothing left to cancel it.
+        _stop_on_signals(stopping, phases)
+        try:
+            await phases
+        except asyncio.CancelledError:
+            if not stopping.is_set():
+                raise
+            results.notes.append("stopped by a signal")
         bench.encryption()
     finally:
         harness.stop_all()
@@ -148,6 +148,44 @@ async def _run(args: argparse.Namespace, out: Path) -> Results:
         f"{x:.2f}" for x in os.getloadavg()
     )
     return results
+
+
+async def _phases(
+    args: argparse.Namespace,
+    bench: Bench,
+    monitor: ProcessMonitor,
+    stopping: asyncio.Event,
+) -> None:
+    results = bench.results
+    for phase in args.phases:
+        if stopping.is_set():
+            results.notes.append(f"stopped by a signal before {phase}")
+            return
+        started = time.monotonic()
+        print(f"== {phase} ...", flush=True)
+        try:
+            if phase == "domain":
+                monitor.phase("domain (in process)")
+            await getattr(bench, phase)()
+        except Exception as exc:
+            logger.exception("phase %s failed", phase)
+            results.notes.append(f"phase {phase} failed: {exc!r}"[:500])
+            bench.h.stop_all()
+        print(f"   {phase} took {time.monotonic() - started:.0f} s", flush=True)
+
+
+def _stop_on_signals(stopping: asyncio.Event, phases: asyncio.Task[None]) -> None:
+    """SIGINT or SIGTERM cancels the phase under way; the run then stops its
+    services, deletes its resources and its stack as after the last phase."""
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        print("\nstopping: cleaning up ...", flush=True)
+        stopping.set()
+        phases.cancel()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
