@@ -442,6 +442,10 @@ FORESEEN_MESSAGES = {
 # Negative cases that HTTP itself says to accept: a server ignores the
 # headers it does not know (RFC 9110, 5.1), so an extra one is not invalid.
 IGNORED_VIOLATIONS = ("in header - object with unexpected properties",)
+# Refusals of invalid requests with statuses the check does not expect: a body
+# over the size limit is refused before anything in it is read (413), and
+# nothing at all is accepted from a user erased earlier in the run (410).
+REFUSED_ANYWAY = {413: {"request-too-large", "upload-too-large"}, 410: {"user-erased"}}
 # Deliberate 503s: the problem says what is unavailable and when to retry.
 RETRYABLE_UNAVAILABLE = {
     "not-yet-consistent",
@@ -481,8 +485,9 @@ def foreseen(
             return False
         if kind == "invalid-request" and errors and all(map(_foreseen_error, errors)):
             return False
-    if isinstance(failure, AcceptedNegativeData) and any(
-        v in failure.message for v in IGNORED_VIOLATIONS
+    if isinstance(failure, AcceptedNegativeData) and (
+        any(v in failure.message for v in IGNORED_VIOLATIONS)
+        or kind in REFUSED_ANYWAY.get(response.status_code, ())
     ):
         return False
     if isinstance(failure, ServerError) and response.status_code == 503:

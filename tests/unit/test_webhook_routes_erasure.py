@@ -175,6 +175,26 @@ def test_a_replay_of_a_create_recorded_before_the_erasure_is_refused(
     assert "idempotent-replayed" not in again.headers
 
 
+def test_a_malformed_idempotency_key_is_refused_before_the_erasure(
+    client: TestClient, world: World
+) -> None:
+    mine = created(client, ALICE)
+    erase(client, ALICE)
+    headers = {**auth(ALICE), "Idempotency-Key": "two words"}
+
+    answers = [
+        create(client, headers),
+        client.post(
+            f"/commands/webhooks/{mine}/deliveries/{AUDIO}/1/resend", headers=headers
+        ),
+    ]
+
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["type"].endswith("/invalid-idempotency-key")
+    assert world.subscription_ids(ALICE) == [mine]
+
+
 def test_an_admin_may_clear_an_erased_users_leftovers_but_act_for_them_no_more(
     client: TestClient, world: World
 ) -> None:

@@ -38,7 +38,7 @@ from ..application.webhooks import (
     NewSubscription,
     WebhookSubscriptions,
 )
-from .idempotency import KEY_PATTERN, IdempotentRunner, fingerprint
+from .idempotency import KEY_PATTERN, IdempotentRunner, check_key, fingerprint
 
 _EVENT_TYPES_DOC = ", ".join(f"`{t}`" for t in PUBLIC_EVENT_TYPES)
 _READ = {
@@ -243,6 +243,13 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
         found: IdempotentRunner = request.app.state.idempotency
         return found
 
+    async def admit(request: Request, principal: Principal, key: str | None) -> None:
+        """Before the runner, so an erased caller gets no replay of an answer
+        recorded before the erasure; a malformed key is refused first."""
+        if key is not None:
+            check_key(key)
+        await service(request).admit(actor(principal))
+
     @router.post(
         "",
         status_code=201,
@@ -284,8 +291,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
             location = f"/commands/webhooks/{created.subscription_id}"
             return _json(answer, 201, Location=location)
 
-        # Before the runner: no replay of an answer recorded before an erasure.
-        await service(request).admit(actor(principal))
+        await admit(request, principal, key)
         print_ = fingerprint("webhook-create", body.model_dump_json())
         return await runner(request).run(principal.user_id, key, print_, run)
 
@@ -401,7 +407,7 @@ def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
             )
             return _json(answer, 202)
 
-        await service(request).admit(actor(principal))
+        await admit(request, principal, key)
         print_ = fingerprint(
             "webhook-resend", str(subscription_id), str(audio_id), str(sequence)
         )
