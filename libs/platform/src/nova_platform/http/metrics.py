@@ -8,9 +8,8 @@ duration is a histogram by method and route.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,6 +18,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"
 
@@ -43,23 +43,41 @@ class HttpMetrics:
             registry=registry,
         )
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path == "/metrics":
-            return await call_next(request)
-        started = time.perf_counter()
+
+class RequestMetricsMiddleware:
+    """Counts and times every HTTP request but those of `/metrics` (a pure
+    ASGI middleware, like `CorrelationIdMiddleware` and for the same reason).
+
+    The route template is read from the scope once the router has set it.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)
+            return
         status = 500  # what an exception that escapes becomes
-        self.in_flight.inc()
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics = self.metrics
+        started = time.perf_counter()
+        metrics.in_flight.inc()
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_noting_status)
         finally:
-            self.in_flight.dec()
-            route = getattr(request.scope.get("route"), "path", UNMATCHED)
-            self.requests.labels(request.method, route, str(status)).inc()
-            self.duration.labels(request.method, route).observe(
+            metrics.in_flight.dec()
+            method = scope["method"]
+            route = getattr(scope.get("route"), "path", UNMATCHED)
+            metrics.requests.labels(method, route, str(status)).inc()
+            metrics.duration.labels(method, route).observe(
                 time.perf_counter() - started
             )
 
@@ -68,7 +86,7 @@ def install_metrics(app: FastAPI, registry: CollectorRegistry | None = None) -> 
     """Count every request of `app` and serve `registry` on `/metrics`."""
     registry = registry or CollectorRegistry()
     metrics = HttpMetrics(registry)
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def serve_metrics() -> Response:

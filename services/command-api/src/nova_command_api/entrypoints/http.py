@@ -39,7 +39,7 @@ from nova_platform.http.problems import (
     install_problem_handlers,
     problem_responses,
 )
-from nova_platform.http.security import bearer_principal, correlation_middleware
+from nova_platform.http.security import CorrelationIdMiddleware, bearer_principal
 from nova_platform.logging import correlation_id
 from nova_platform.personal import PersonalData, open_personal_data
 from nova_platform.serve import serve
@@ -422,16 +422,18 @@ def create_app(
     install_openapi(app)
     install_command_problems(app)
     install_metrics(app, registry)
-    app.middleware("http")(correlation_middleware)
+    app.add_middleware(CorrelationIdMiddleware)
     # Multipart framing adds a little to the file itself.
     app.add_middleware(BodySizeLimit, max_bytes=max_upload + 64 * 1024)
 
-    def writer(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def writer(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if not principal.has(Scope.AUDIO_WRITE):
             raise Forbidden("this command needs a token with the `audio:write` scope")
         return principal
 
-    def transcriber(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def transcriber(
+        principal: Annotated[Principal, Depends(caller)],
+    ) -> Principal:
         if not principal.has(Scope.TRANSCRIBER):
             raise Forbidden(
                 "only the transcriber service (scope `service:transcriber`) may "

@@ -3,7 +3,7 @@
 # No `from __future__ import annotations` here: FastAPI evaluates the
 # `Depends(...)` annotations, which name the dependency given to the factory.
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -65,8 +65,8 @@ def _answer(result: ErasureResult) -> JSONResponse:
 
 
 def user_router(
-    writer: Callable[..., Principal],
-    caller: Callable[..., Principal],
+    writer: Callable[..., Awaitable[Principal]],
+    caller: Callable[..., Awaitable[Principal]],
     metadata_of: MetadataOf,
 ) -> APIRouter:
     """The routes; `writer` admits `audio:write` callers, `caller` any valid
@@ -85,7 +85,7 @@ def user_router(
         ),
     ]
 
-    def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if not principal.has(Scope.ADMIN):
             raise Forbidden(
                 "erasing another user needs a token with the `admin` scope; to "

@@ -4,7 +4,7 @@
 # No `from __future__ import annotations` here: FastAPI evaluates the
 # `Depends(...)` annotations, which name the dependency given to the factory.
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
@@ -215,7 +215,7 @@ def _json(model: BaseModel, status: int, **headers: str) -> JSONResponse:
     )
 
 
-def webhook_router(writer: Callable[..., Principal]) -> APIRouter:
+def webhook_router(writer: Callable[..., Awaitable[Principal]]) -> APIRouter:
     """The routes; `writer` is the dependency that admits `audio:write` callers.
 
     They use `app.state.webhooks` (a `WebhookSubscriptions`) and

@@ -34,7 +34,7 @@ from nova_platform.http.problems import (
     install_problem_handlers,
     problem_responses,
 )
-from nova_platform.http.security import bearer_principal, correlation_middleware
+from nova_platform.http.security import CorrelationIdMiddleware, bearer_principal
 from nova_platform.personal import open_personal_data
 from nova_platform.projections import ActiveReadModelTable
 from nova_platform.serve import serve
@@ -222,13 +222,13 @@ def create_app(
     install_problem_handlers(app)
     install_openapi(app)
     install_metrics(app)
-    app.middleware("http")(correlation_middleware)
+    app.add_middleware(CorrelationIdMiddleware)
 
     @app.exception_handler(QueryError)
     async def _query_error(_: Request, exc: QueryError) -> JSONResponse:
         return _problem(exc).response()
 
-    def reader(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def reader(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if not principal.has(Scope.AUDIO_READ):
             raise Forbidden("this query needs a token with the `audio:read` scope")
         return principal
@@ -248,7 +248,7 @@ def create_app(
         ),
     ]
 
-    def handler(request: Request) -> AudioQueryHandler:
+    async def handler(request: Request) -> AudioQueryHandler:
         queries: AudioQueryHandler = request.app.state.queries
         return queries
 
