@@ -870,6 +870,27 @@ def test_search_body_matches_text_and_never_parses_it() -> None:
     assert search_body("x", None, 1, 0)["query"]["bool"]["filter"] == []
 
 
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("fox", ["transcription"]),
+        ("quick fox 42", ["transcription"]),
+        ("東京", ["transcription.cjk"]),
+        ("とうきょう タワー", ["transcription.cjk"]),
+        ("서울", ["transcription.cjk"]),
+        ("東京 tower", ["transcription", "transcription.cjk"]),
+    ],
+)
+def test_search_highlights_the_field_that_fits_the_script(
+    text: str, fields: list[str]
+) -> None:
+    body = search_body(text, USER, 20, 0)
+
+    assert list(body["highlight"]["fields"]) == fields
+    should = body["query"]["bool"]["should"]
+    assert len(should) == 2
+
+
 # --- history ----------------------------------------------------------------
 
 
