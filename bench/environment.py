@@ -16,7 +16,7 @@ from opensearchpy import AsyncOpenSearch
 from redis.asyncio import Redis
 
 from nova_command_api.settings import CommandApiSettings
-from nova_platform.consumer import build_consumer_app
+from nova_platform.consumer import BATCH_WAIT_MS, build_consumer_app
 from nova_query_api.settings import QueryApiSettings
 
 from .harness import ROOT, stack_home, stack_pids
@@ -161,7 +161,7 @@ def service_settings() -> dict[str, str]:
     return {
         "relay poll interval": f"{command.relay_poll_interval_s} s",
         "consumer max records per batch": str(defaults.get("max_records")),
-        "consumer batch timeout": "100 ms (nova_platform.consumer)",
+        "consumer batch timeout": f"{BATCH_WAIT_MS} ms (nova_platform.consumer)",
         "query cache TTL": f"{query.cache_ttl_s} s",
         "log level": command.log_level,
         "uvicorn": "nova_platform.serve: uvloop + httptools when installed, "
