@@ -94,3 +94,23 @@ class UserKeyStoreContract:
         found = await keys.get(user)
         assert found is not None
         assert found.wrapped_key is None
+
+    async def test_many_users_read_at_once_as_one_by_one(
+        self, keys: UserKeyStore
+    ) -> None:
+        # Over one BatchGetItem's hundred keys, with a tombstone and a user
+        # who has no item among them.
+        created = [await keys.create(a_key()) for _ in range(120)]
+        erased = created[7].user_id
+        await keys.erase(erased, datetime.now(UTC))
+        nobody = uuid4()
+        wanted = [k.user_id for k in created] + [nobody]
+
+        found = await keys.get_many(wanted)
+
+        assert set(found) == {k.user_id for k in created}
+        for user_id in wanted:
+            assert found.get(user_id) == await keys.get(user_id)
+        assert found[erased].wrapped_key is None
+        assert found[erased].erased
+        assert await keys.get_many([]) == {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
@@ -40,6 +40,9 @@ class Handler:
 
 class DownKeys(InMemoryUserKeys):
     async def get(self, user_id: UUID) -> UserKey | None:
+        raise EndpointConnectionError(endpoint_url="http://dynamodb")
+
+    async def get_many(self, user_ids: Collection[UUID]) -> dict[UUID, UserKey]:
         raise EndpointConnectionError(endpoint_url="http://dynamodb")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from collections.abc import Collection
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,7 @@ from nova_platform.user_keys import (
     InMemoryUserKeys,
     KeyWrappingError,
     LocalKeyWrapper,
+    UserKey,
 )
 
 TTL_S = 30.0
@@ -348,7 +350,7 @@ async def test_events_of_an_owner_without_any_key_open_as_erased(
 # the key cache
 
 
-async def test_opening_many_events_reads_each_key_once_per_ttl(
+async def test_opening_many_events_reads_the_keys_once_per_ttl_in_one_request(
     cipher: PersonalData,
     keys: InMemoryUserKeys,
     wrapper: CountingWrapper,
@@ -362,12 +364,49 @@ async def test_opening_many_events_reads_each_key_once_per_ttl(
     await reader.open_all(sealed)
     await reader.open_all(sealed)
 
-    assert keys.reads - reads == 2
+    assert keys.reads - reads == 1, "both owners' keys in one batched read"
     assert wrapper.unwrapped == 2
 
     clock.now += TTL_S + 0.1
     await reader.open_all(sealed)
-    assert keys.reads - reads == 4
+    assert keys.reads - reads == 2
+
+
+class HeldKeys(InMemoryUserKeys):
+    """Holds each batched read until `release` is set."""
+
+    def __init__(self, shared: InMemoryUserKeys) -> None:
+        super().__init__()
+        self.keys = shared.keys
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_many(self, user_ids: Collection[UUID]) -> dict[UUID, UserKey]:
+        found = await super().get_many(user_ids)
+        self.reading.set()
+        await self.release.wait()
+        return found
+
+
+async def test_an_erasure_while_keys_are_read_is_not_undone_by_the_read(
+    cipher: PersonalData,
+    keys: InMemoryUserKeys,
+    wrapper: CountingWrapper,
+    clock: FakeClock,
+) -> None:
+    owners = [uuid4(), uuid4()]
+    sealed = [await cipher.seal(transcribed(), o) for o in owners]
+    held = HeldKeys(keys)
+    reader = personal_data(held, wrapper, clock)
+
+    opening = asyncio.create_task(reader.open_all(sealed))
+    await held.reading.wait()
+    await reader.erase(owners[0])
+    held.release.set()
+    opened = await opening
+
+    assert [o.erased for o in opened] == [True, False]
+    assert (await reader.open(sealed[0])).erased
 
 
 async def test_an_erasure_elsewhere_is_seen_once_the_ttl_passed(

@@ -316,8 +316,23 @@ class PersonalData:
             cached = self._cache.get(user_id)
             if cached is None or cached.expires_at <= now:
                 wanted.add(user_id)
-        if wanted:
-            await asyncio.gather(*(self._entry(u, create=False) for u in wanted))
+        wanted -= {user_id for user_id, _ in self._loading}
+        if len(wanted) < 2:
+            if wanted:
+                await self._entry(wanted.pop(), create=False)
+            return
+        # One batched read for the batch's users (a catch-up meets hundreds),
+        # then each key unwrapped; the unwrapping is what KMS is asked for.
+        users = sorted(wanted)
+        before = {u: self._cache.get(u) for u in users}
+        stored = await self._keys.get_many(users)
+        entries = await asyncio.gather(
+            *(self._unwrapped(u, stored.get(u)) for u in users)
+        )
+        for user_id, entry in zip(users, entries, strict=True):
+            # An entry put meanwhile (an erasure by this process) is newer.
+            if self._cache.get(user_id) is before[user_id]:
+                self._cache[user_id] = entry
 
     async def _entry(self, user_id: UUID, *, create: bool) -> _Entry:
         cached = self._cache.get(user_id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -62,6 +63,11 @@ class UserKeyStore(Protocol):
 
     async def get(self, user_id: UUID) -> UserKey | None:
         """The user's item (strongly consistent); None if there is none."""
+        ...
+
+    async def get_many(self, user_ids: Collection[UUID]) -> dict[UUID, UserKey]:
+        """The items of those users that have one (strongly consistent), in
+        as few requests as the store allows."""
         ...
 
     async def create(self, key: UserKey) -> UserKey:
@@ -108,6 +114,11 @@ class InMemoryUserKeys:
         await asyncio.sleep(0)
         return self.keys.get(user_id)
 
+    async def get_many(self, user_ids: Collection[UUID]) -> dict[UUID, UserKey]:
+        self.reads += 1
+        await asyncio.sleep(0)
+        return {u: self.keys[u] for u in user_ids if u in self.keys}
+
     async def create(self, key: UserKey) -> UserKey:
         await asyncio.sleep(0)
         return self.keys.setdefault(key.user_id, key)
@@ -128,6 +139,12 @@ class InMemoryUserKeys:
         return tombstone
 
 
+BATCH_GET_LIMIT = 100
+"""Keys per BatchGetItem, DynamoDB's limit."""
+UNPROCESSED_ROUNDS = 4
+"""BatchGetItem calls for one hundred keys before the rest is read one by one."""
+
+
 class DynamoDBUserKeys:
     """`UserKeyStore` on the `nova-user-keys` table."""
 
@@ -140,6 +157,32 @@ class DynamoDBUserKeys:
             TableName=self._table, Key=_key(user_id), ConsistentRead=True
         )
         return _user_key(found["Item"]) if "Item" in found else None
+
+    async def get_many(self, user_ids: Collection[UUID]) -> dict[UUID, UserKey]:
+        found: dict[UUID, UserKey] = {}
+        wanted = list(dict.fromkeys(user_ids))
+        for start in range(0, len(wanted), BATCH_GET_LIMIT):
+            keys = [_key(u) for u in wanted[start : start + BATCH_GET_LIMIT]]
+            for attempt in range(UNPROCESSED_ROUNDS):
+                if attempt:
+                    await asyncio.sleep(0.05 * 2**attempt)
+                answer = await self._ddb.batch_get_item(
+                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
+                )
+                for item in answer.get("Responses", {}).get(self._table, []):
+                    key = _user_key(item)
+                    found[key.user_id] = key
+                # What DynamoDB left for later (throttled, or over 16 MB).
+                unprocessed: dict[str, Any] = dict(answer.get("UnprocessedKeys", {}))
+                keys = list(unprocessed.get(self._table, {}).get("Keys", []))
+                if not keys:
+                    break
+            # Still throttled: one GetItem each, which raises if it stays so.
+            for left_key in keys:
+                user_id = UUID(left_key["pk"]["S"].removeprefix("USER#"))
+                if (one := await self.get(user_id)) is not None:
+                    found[user_id] = one
+        return found
 
     async def create(self, key: UserKey) -> UserKey:
         item: dict[str, Any] = {
