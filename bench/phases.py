@@ -66,6 +66,7 @@ PIPELINE = (
 LAG_POLL_S = 0.02
 SEARCH_POLL_S = 0.05
 DRAIN_TIMEOUT_S = 120.0
+CATCHUP_POLL_S = 0.02
 
 
 def ratio_figure(
@@ -747,7 +748,9 @@ class Bench:
             data.new_uuid(rng)
             for _ in range(max(1, s.catchup_events // domain.AUDIOS_PER_USER))
         ]
-        envelopes = data.created_envelopes(s.catchup_events, self.seed(), users)
+        envelopes = data.created_envelopes(
+            max(s.catchup_events, s.search_catchup_events), self.seed(), users
+        )
         plain = data.messages(envelopes)
         names = (
             "raw consume + PutItem",
@@ -765,14 +768,16 @@ class Bench:
         raw_rm, sys_rm, raw_os, sys_os, sys_plain = (rates[n] for n in names)
         self.catchup_sealed_cost = ratios(sys_os, sys_plain)
         peak = [self.command_peak] * s.pairs
-        note = f"{s.catchup_events} sealed AudioCreated records of {len(users)} users"
+        note = f"sealed AudioCreated records of {len(users)} users"
+        rm_note = f"{s.catchup_events} {note}"
+        os_note = f"{s.search_catchup_events} {note}"
         raw_vs_commands = statistics.median(raw_rm) / self.command_peak
         res.figures += [
             ratio_figure(
-                "projector catch-up, read model vs raw", 0.7, sys_rm, raw_rm, note
+                "projector catch-up, read model vs raw", 0.7, sys_rm, raw_rm, rm_note
             ),
             ratio_figure(
-                "projector catch-up, search vs raw", 0.7, sys_os, raw_os, note
+                "projector catch-up, search vs raw", 0.7, sys_os, raw_os, os_note
             ),
             ratio_figure(
                 "projector catch-up, read model vs command rate",
@@ -827,8 +832,9 @@ class Bench:
                 await raw.raw_put_items(ddb, raw_table, items)
 
             mon.phase("catch-up: read model")
-            raw_rm = await self._raw_catchup(k, "bench-raw-rm", write_items)
-            sys_rm = await self._service_catchup(k, "projector-readmodel")
+            rm_events = self.scale.catchup_events
+            raw_rm = await self._raw_catchup(k, "bench-raw-rm", write_items, rm_events)
+            sys_rm = await self._service_catchup(k, "projector-readmodel", rm_events)
         search = AsyncOpenSearch(hosts=[k.opensearch_url])
         try:
             raw_index = f"{k.search_alias}-raw"
@@ -839,14 +845,15 @@ class Bench:
                 await raw.raw_bulk(search, raw_index, docs)
 
             mon.phase("catch-up: search")
-            raw_os = await self._raw_catchup(k, "bench-raw-os", write_docs)
-            sys_os = await self._service_catchup(k, "projector-search")
+            os_events = self.scale.search_catchup_events
+            raw_os = await self._raw_catchup(k, "bench-raw-os", write_docs, os_events)
+            sys_os = await self._service_catchup(k, "projector-search", os_events)
         finally:
             await search.close()
         mon.phase("catch-up: search, records in clear")
         clear = await self.h.resources(f"q{round_}")
         await self._prefill(clear, plain)
-        sys_plain = await self._service_catchup(clear, "projector-search")
+        sys_plain = await self._service_catchup(clear, "projector-search", os_events)
         return raw_rm, sys_rm, raw_os, sys_os, sys_plain
 
     async def _raw_catchup(
@@ -854,19 +861,21 @@ class Bench:
         k: NovaSettings,
         group: str,
         write: Callable[[list[Any]], Awaitable[None]],
+        events: int,
     ) -> float:
         consumer = raw.new_consumer(
             k.kafka_bootstrap_servers, k.events_topic, f"{group}-{k.resource_suffix}"
         )
         await consumer.start()
         try:
-            progress = await raw.raw_consume(consumer, self.scale.catchup_events, write)
+            progress = await raw.raw_consume(consumer, events, write)
         finally:
             await consumer.stop()
         return rate_from_progress(progress)
 
-    async def _service_catchup(self, k: NovaSettings, name: str) -> float:
-        """Start `name` on a full topic; its committed offsets are the progress."""
+    async def _service_catchup(self, k: NovaSettings, name: str, events: int) -> float:
+        """Start `name` on a full topic; its committed offsets, polled every
+        `CATCHUP_POLL_S`, are the progress until `events` are applied."""
         group = k.consumer_group(name)
         admin = AIOKafkaAdminClient(bootstrap_servers=k.kafka_bootstrap_servers)
         await admin.start()
@@ -875,7 +884,7 @@ class Bench:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S * 3
         try:
             done = 0
-            while done < self.scale.catchup_events:
+            while done < events:
                 if time.monotonic() > deadline:
                     self.results.notes.append(f"{name}: catch-up stopped at {done}")
                     break
@@ -883,7 +892,7 @@ class Bench:
                 done = sum(max(0, o.offset) for o in offsets.values())
                 if done and (not progress or progress[-1][1] != done):
                     progress.append((time.monotonic(), done))
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(CATCHUP_POLL_S)
         finally:
             self.h.stop(running.values())
             await admin.close()

@@ -28,6 +28,9 @@ class Scale:
     search_docs: int
     catchup_events: int
     """Several batches of 500: rates run from the first commit to the last."""
+    search_catchup_events: int
+    """More for projector-search, which applies them many times faster: its
+    catch-up must last long enough for the progress polled to resolve it."""
     outbox_events: int
     """Several pages of 1000, for the same reason."""
 
@@ -46,6 +49,7 @@ SCALES = {
         query_requests=500,
         search_docs=2000,
         catchup_events=3000,
+        search_catchup_events=30_000,
         outbox_events=20_000,
     ),
     "small": Scale(
@@ -61,6 +65,7 @@ SCALES = {
         query_requests=100,
         search_docs=200,
         catchup_events=1500,
+        search_catchup_events=6000,
         outbox_events=3000,
     ),
 }
