@@ -132,7 +132,12 @@ class Bench:
         # route), so the load generator, not Nova, set the REST figures.
         self.http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=30),
-            connector=aiohttp.TCPConnector(limit=4 * scale.concurrency),
+            # Idle connections closed before uvicorn's 5 s keep-alive does:
+            # a request sent on one the server is closing fails (seen once,
+            # after the idle wait between the two lag runs).
+            connector=aiohttp.TCPConnector(
+                limit=4 * scale.concurrency, keepalive_timeout=2.0
+            ),
         )
         self._seed = SEED
         self.command_peak = math.nan
