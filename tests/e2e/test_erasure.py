@@ -19,7 +19,6 @@ Alice and Bob each upload audio, get a transcript and subscribe a webhook
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from functools import partial
@@ -61,25 +60,15 @@ from nova_projector_search.application.projector import SearchProjector
 from nova_projector_search.entrypoints.rebuild import rebuild_search_index
 
 from ..audio_samples import sine_wav
-from ..backends import ROOT, Backends
+from ..backends import Backends
 from ..conftest import JWT_SECRET
 from ..kafka_reader import read_topic
-from ..net import free_port
+from ..service_processes import RunningService, running_services
 from ..waiting import eventually
 from ..webhook_receiver import WebhookReceiver
 
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
-)
-
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 WANTED = (
     "command-api",
     "relay",
@@ -168,18 +157,8 @@ def env(own_settings: NovaSettings, backends: Backends) -> dict[str, str]:
 def pipeline(
     request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path
 ) -> Iterator[dict[str, RunningService]]:
-    wanted = tuple(s for s in SERVICES if s.name in WANTED)
-    ports = {s.name: free_port() for s in wanted}
-    running = start_services(BIN, env, tmp_path, ports, wanted)
-    try:
-        wait_healthy(running, timeout=120)
-        yield {r.service.name: r for r in running}
-    finally:
-        stop_services(running)
-        for item in running if request.session.testsfailed else ():
-            sys.stderr.write(
-                f"--- {item.service.name} log tail ---\n{item.log_tail(30)}\n"
-            )
+    with running_services(request, env, tmp_path, WANTED) as running:
+        yield running
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,14 @@ from nova_platform.aws import client_kwargs, session
 from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
-from ..backends import ROOT, Backends
+from ..backends import Backends
 from ..contracts.event_store import META, created
-from ..net import free_port
+from ..service_processes import BIN, RunningService, running_services
 from ..waiting import eventually
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
-)
 
 pytestmark = pytest.mark.e2e
 
 PROJECTORS = ("projector-readmodel", "projector-search")
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -59,15 +48,11 @@ def env(own_settings: NovaSettings, backends: Backends) -> dict[str, str]:
 
 
 @pytest.fixture
-def pipeline(env: dict[str, str], tmp_path: Path) -> Iterator[list[RunningService]]:
-    wanted = tuple(s for s in SERVICES if s.name in ("relay", *PROJECTORS))
-    ports = {s.name: free_port() for s in wanted}
-    running = start_services(BIN, env, tmp_path, ports, wanted)
-    try:
-        wait_healthy(running, timeout=90)
-        yield running
-    finally:
-        stop_services(running)
+def pipeline(
+    request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path
+) -> Iterator[list[RunningService]]:
+    with running_services(request, env, tmp_path, ("relay", *PROJECTORS)) as running:
+        yield list(running.values())
 
 
 async def test_poison_parks_one_audio_and_redrive_converges(

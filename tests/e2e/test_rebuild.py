@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -51,19 +49,10 @@ from nova_projector_search.entrypoints.rebuild import (
 )
 from nova_query_api.adapters.dynamodb_read_model import DynamoDBReadModelRepository
 
-from ..backends import ROOT, Backends
+from ..backends import Backends
 from ..conftest import JWT_SECRET
-from ..net import free_port
+from ..service_processes import BIN, RunningService, running_services
 from ..waiting import eventually
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
-)
 
 pytestmark = pytest.mark.e2e
 
@@ -107,20 +96,9 @@ def live(
     live_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, RunningService]]:
-    env = live_env
-    wanted = tuple(s for s in SERVICES if s.name in LIVE)
-    ports = {s.name: free_port() for s in wanted}
     logs = tmp_path_factory.mktemp("rebuild-logs")
-    running = start_services(Path(sys.executable).parent, env, logs, ports, wanted)
-    try:
-        wait_healthy(running, timeout=120)
-        yield {r.service.name: r for r in running}
-    finally:
-        stop_services(running)
-        for item in running if request.session.testsfailed else ():
-            sys.stderr.write(
-                f"--- {item.service.name} log tail ---\n{item.log_tail(20)}\n"
-            )
+    with running_services(request, live_env, logs, LIVE) as running:
+        yield running
 
 
 @pytest.fixture
@@ -358,7 +336,7 @@ async def test_rebuilt_projections_equal_the_live_ones(
 async def run_command(command: str, env: dict[str, str]) -> str:
     """Run `<command> rebuild`; returns the first line it prints (the new name)."""
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / command),
+        str(BIN / command),
         "rebuild",
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections import defaultdict
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -19,13 +18,17 @@ from nova_platform.aws import client_kwargs, session
 from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
-from ..backends import ROOT, Backends
+from ..backends import Backends
 from ..contracts.event_store import META, created
 from ..kafka_reader import read_topic
 from ..net import free_port
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import SERVICES, RunningService, start_services, wait_healthy
+from ..service_processes import (
+    BIN,
+    SERVICES,
+    RunningService,
+    start_services,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -54,9 +57,7 @@ def start_relay(
         "NOVA_RELAY_POLL_INTERVAL_S": "0.05",
         "NOVA_RELAY_LEASE_TTL_S": "1.5",
     }
-    [relay] = start_services(
-        Path(sys.executable).parent, env, logs, {"relay": free_port()}, (RELAY,)
-    )
+    [relay] = start_services(BIN, env, logs, {"relay": free_port()}, (RELAY,))
     wait_healthy([relay], timeout=60)
     return relay
 

@@ -8,7 +8,6 @@ service, on the other side of the relay and Kafka.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -26,23 +25,13 @@ from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
 from ..audio_samples import sine_wav
-from ..backends import ROOT, Backends
+from ..backends import Backends
 from ..conftest import JWT_SECRET
-from ..net import free_port
+from ..service_processes import RunningService, running_services
 from ..waiting import eventually
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
-)
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 WANTED = (
     "command-api",
     "relay",
@@ -137,18 +126,8 @@ def pipeline(
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    wanted = tuple(s for s in SERVICES if s.name in WANTED)
-    ports = {s.name: free_port() for s in wanted}
-    running = start_services(BIN, env, tmp_path, ports, wanted)
-    try:
-        wait_healthy(running, timeout=90)
-        yield {r.service.name: r for r in running}
-    finally:
-        stop_services(running)
-        for item in running if request.session.testsfailed else ():
-            sys.stderr.write(
-                f"--- {item.service.name} log tail ---\n{item.log_tail(20)}\n"
-            )
+    with running_services(request, env, tmp_path, WANTED) as running:
+        yield running
 
 
 async def test_a_commands_trace_reaches_every_consumer(

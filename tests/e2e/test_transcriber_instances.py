@@ -46,17 +46,16 @@ from nova_platform.settings import NovaSettings
 from ..backends import ROOT, Backends
 from ..conftest import JWT_SECRET
 from ..net import free_port
-from ..speech import spoken_wav
-from ..waiting import eventually
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
+from ..service_processes import (
+    BIN,
     SERVICES,
     RunningService,
     start_services,
     stop_services,
     wait_healthy,
 )
+from ..speech import spoken_wav
+from ..waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +72,6 @@ SENTENCES = (
 SKIPPED = "attempt already has a result or was superseded; skipped"
 MAX_UPLOADS = 60
 """Uploads until every partition holds one audio (about 15 are needed)."""
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture

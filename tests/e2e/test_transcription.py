@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +31,9 @@ from nova_platform.settings import NovaSettings
 from ..backends import ROOT, Backends
 from ..conftest import JWT_SECRET
 from ..net import free_port
+from ..service_processes import BIN, RunningService, running_services
 from ..speech import PANGRAM, corrupt_flac, spoken_wav, words_found
 from ..waiting import eventually
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
-)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +46,6 @@ WANTED = (
     "transcriber",
 )
 SEARCHABLE = ("fox", "quick", "brown", "lazy", "dog", "jumps")
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -75,30 +65,19 @@ def services(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, RunningService]]:
     spoken_wav("check")  # skip before starting anything when espeak-ng is missing
-    wanted = tuple(s for s in SERVICES if s.name in WANTED)
-    ports = {s.name: free_port() for s in wanted}
+    command_api_port = free_port()
     env = {
         **backends.env(),
         "NOVA_RESOURCE_SUFFIX": own_settings.resource_suffix,
         "NOVA_JWT_SECRET": JWT_SECRET,
         "NOVA_RELAY_POLL_INTERVAL_S": "0.05",
-        "NOVA_COMMAND_API_URL": f"http://127.0.0.1:{ports['command-api']}",
+        "NOVA_COMMAND_API_URL": f"http://127.0.0.1:{command_api_port}",
         "NOVA_WHISPER_MODEL_DIR": str(ROOT / ".nova" / "models" / "whisper-base"),
     }
     logs = tmp_path_factory.mktemp("transcription-logs")
-    # query-api also serves gRPC: a free port, never the default 50051.
-    running = start_services(
-        BIN, env, logs, ports, wanted, grpc_ports={"query-api": free_port()}
-    )
-    try:
-        wait_healthy(running, timeout=120)
-        yield {r.service.name: r for r in running}
-    finally:
-        stop_services(running)
-        for item in running if request.session.testsfailed else ():
-            sys.stderr.write(
-                f"--- {item.service.name} log tail ---\n{item.log_tail(20)}\n"
-            )
+    ports = {"command-api": command_api_port}
+    with running_services(request, env, logs, WANTED, ports=ports) as running:
+        yield running
 
 
 @dataclass

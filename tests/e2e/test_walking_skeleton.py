@@ -6,9 +6,7 @@ GET /queries/audio/{id} (and the same over gRPC), and the document in OpenSearch
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -24,20 +22,11 @@ from nova_platform.settings import NovaSettings
 from nova_query_api.grpc_gen import query_pb2, query_pb2_grpc
 
 from ..audio_samples import sine_wav
-from ..backends import ROOT, Backends
+from ..backends import Backends
 from ..conftest import JWT_SECRET
 from ..kafka_reader import read_topic
-from ..net import free_port
+from ..service_processes import RunningService, running_services
 from ..waiting import eventually
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
-)
 
 pytestmark = pytest.mark.e2e
 
@@ -55,18 +44,9 @@ def services(
         "NOVA_JWT_SECRET": JWT_SECRET,
         "NOVA_RELAY_POLL_INTERVAL_S": "0.05",
     }
-    ports = {s.name: free_port() for s in SERVICES}
     logs = tmp_path_factory.mktemp("service-logs")
-    running = start_services(Path(sys.executable).parent, env, logs, ports)
-    try:
-        wait_healthy(running, timeout=120)
-        yield {r.service.name: r for r in running}
-    finally:
-        stop_services(running)
-        for item in running if request.session.testsfailed else ():
-            sys.stderr.write(
-                f"--- {item.service.name} log tail ---\n{item.log_tail(15)}\n"
-            )
+    with running_services(request, env, logs) as running:
+        yield running
 
 
 async def test_created_audio_is_visible_everywhere(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,24 +26,20 @@ from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
 from ..audio_samples import sine_wav
-from ..backends import ROOT, Backends
+from ..backends import Backends
 from ..conftest import JWT_SECRET
-from ..net import free_port
+from ..service_processes import (
+    BIN,
+    RunningService,
+    running_services,
+    start_services,
+    wait_healthy,
+)
 from ..waiting import eventually
 from ..webhook_receiver import WebhookReceiver
 
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
-)
-
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 WANTED = ("command-api", "relay", "integration")
 AUDIOS = 3
 EVENTS_PER_AUDIO = 3  # created, processing started, deleted
@@ -79,21 +74,9 @@ def env(own_settings: NovaSettings, backends: Backends) -> dict[str, str]:
 def pipeline(
     request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path
 ) -> Iterator[dict[str, RunningService]]:
-    wanted = tuple(s for s in SERVICES if s.name in WANTED)
-    ports = {s.name: free_port() for s in wanted}
-    running = start_services(BIN, env, tmp_path, ports, wanted)
-    by_name = {r.service.name: r for r in running}
-    try:
-        wait_healthy(running, timeout=90)
-        yield by_name
-    finally:
-        # The test replaces a service it restarts: stop what runs now.
-        current = list(by_name.values())
-        stop_services(current)
-        for item in current if request.session.testsfailed else ():
-            sys.stderr.write(
-                f"--- {item.service.name} log tail ---\n{item.log_tail(20)}\n"
-            )
+    # The test puts a service it restarts in place of the one it killed.
+    with running_services(request, env, tmp_path, WANTED) as running:
+        yield running
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -26,7 +25,7 @@ from nova_query_api.grpc_gen import query_pb2_grpc
 
 from ..audio_samples import sine_wav
 from ..backends import ROOT, Backends
-from ..net import free_port
+from ..service_processes import BIN, RunningService, running_services
 from ..waiting import eventually
 from .harness import EXAMPLES, SECRET, SEED, token
 from .test_grpc_inputs import (
@@ -35,15 +34,6 @@ from .test_grpc_inputs import (
     test_list_audio_with_any_page_size_and_cursor,
     test_raw_bytes_to_every_method,
     test_search_with_any_text_and_arguments,
-)
-
-sys.path.insert(0, str(ROOT / "deploy" / "local"))
-from processes import (
-    SERVICES,
-    RunningService,
-    start_services,
-    stop_services,
-    wait_healthy,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
@@ -82,26 +72,9 @@ def services(
         "NOVA_JWT_SECRET": SECRET,
         "NOVA_RELAY_POLL_INTERVAL_S": "0.05",
     }
-    chosen = tuple(s for s in SERVICES if s.name in RUNNING)
-    ports = {s.name: free_port() for s in chosen}
     logs = tmp_path_factory.mktemp("fuzz-service-logs")
-    running = start_services(
-        Path(sys.executable).parent,
-        env,
-        logs,
-        ports,
-        chosen,
-        grpc_ports={"query-api": free_port()},
-    )
-    try:
-        wait_healthy(running, timeout=120)
-        yield {r.service.name: r for r in running}
-    finally:
-        stop_services(running)
-        for item in running if request.session.testsfailed else ():
-            sys.stderr.write(
-                f"--- {item.service.name} log tail ---\n{item.log_tail(30)}\n"
-            )
+    with running_services(request, env, logs, RUNNING) as running:
+        yield running
 
 
 def schemathesis_cli(
@@ -110,7 +83,7 @@ def schemathesis_cli(
     """The CLI run from `workdir` (where it keeps its cache), with the harness'
     hooks importable from the repository."""
     command = [
-        str(Path(sys.executable).parent / "schemathesis"),
+        str(BIN / "schemathesis"),
         "run",
         url,
         "--checks",
