@@ -18,11 +18,9 @@ from nova_events import (
     AudioCreated,
     AudioProcessingStarted,
     EventEnvelope,
-    EventMetadata,
     EventPayload,
     TranscriptionCompleted,
     UserErased,
-    encode_payload,
 )
 from nova_platform.aws import client_kwargs, session
 from nova_platform.event_items import to_item
@@ -32,6 +30,7 @@ from nova_platform.resources import ensure_all
 from nova_platform.settings import NovaSettings
 
 from ..contracts.event_store import META, created
+from ..stored_events import envelope
 from .test_outbox_relay import drain, open_relay
 
 pytestmark = pytest.mark.integration
@@ -58,20 +57,6 @@ async def personal_data(settings: NovaSettings, stack: AsyncExitStack) -> Person
     return await open_personal_data(settings, stack)
 
 
-def legacy(
-    aggregate_type: str, aggregate_id: UUID, version: int, event: EventPayload
-) -> EventEnvelope:
-    return EventEnvelope(
-        aggregate_type=aggregate_type,
-        aggregate_id=aggregate_id,
-        event_type=event.event_type(),
-        schema_version=event.schema_version,
-        version=version,
-        metadata=EventMetadata(correlation_id="legacy"),
-        data=encode_payload(event),
-    )
-
-
 def legacy_stream(owner: UUID, secret: str) -> list[EventEnvelope]:
     audio_id = uuid4()
     events: list[EventPayload] = [
@@ -86,7 +71,10 @@ def legacy_stream(owner: UUID, secret: str) -> list[EventEnvelope]:
             audio_id=audio_id, text=f"{secret} words", confidence=0.9, language="en"
         ),
     ]
-    return [legacy(AUDIO_FILE, audio_id, v, e) for v, e in enumerate(events, 1)]
+    return [
+        envelope(AUDIO_FILE, audio_id, v, e, correlation_id="legacy")
+        for v, e in enumerate(events, 1)
+    ]
 
 
 async def raw_items(ddb: Any, table: str) -> list[dict[str, Any]]:
@@ -145,8 +133,12 @@ async def test_resealed_legacy_events_are_shredded_by_erasure_and_never_republis
         async with AsyncExitStack() as stack:
             erasing = await personal_data(own_settings, stack)
             erased_at = await erasing.erase(carol)  # erased before the reseal
-        carols_erasure = legacy(
-            USER, carol, 1, UserErased(user_id=carol, erased_at=erased_at)
+        carols_erasure = envelope(
+            USER,
+            carol,
+            1,
+            UserErased(user_id=carol, erased_at=erased_at),
+            correlation_id="legacy",
         )
         await ddb.put_item(TableName=table, Item=to_item(carols_erasure))
         assert await drain(relay) == 1

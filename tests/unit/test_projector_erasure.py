@@ -18,13 +18,11 @@ from nova_events import (
     AudioProcessingFailed,
     AudioProcessingStarted,
     EventEnvelope,
-    EventMetadata,
     EventPayload,
     Segment,
     TranscriptionCompleted,
     UserErased,
     dumps,
-    encode_payload,
 )
 from nova_platform.batches import BatchProcessor
 from nova_platform.parking import InMemoryParking, Record, redrive
@@ -34,6 +32,8 @@ from nova_projector_readmodel.adapters.memory_read_model import InMemoryReadMode
 from nova_projector_readmodel.application.projector import ReadModelProjector
 from nova_projector_search.adapters.memory_index import InMemorySearchIndex
 from nova_projector_search.application.projector import SearchProjector
+
+from ..stored_events import envelope
 
 ERASED_AT = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
 SECRETS = ("Private title", "private words", "Acme", "private.wav")
@@ -53,20 +53,6 @@ class Waits:
 
     async def __call__(self, erased_at: datetime) -> None:
         self.erasures.append(erased_at)
-
-
-def envelope(
-    aggregate_type: str, aggregate_id: UUID, version: int, event: EventPayload
-) -> EventEnvelope:
-    return EventEnvelope(
-        aggregate_type=aggregate_type,
-        aggregate_id=aggregate_id,
-        event_type=event.event_type(),
-        schema_version=event.schema_version,
-        version=version,
-        metadata=EventMetadata(correlation_id="c"),
-        data=encode_payload(event),
-    )
 
 
 def audio_stream(audio_id: UUID, user_id: UUID) -> list[EventEnvelope]:

@@ -18,33 +18,19 @@ from nova_events import (
     AudioCreated,
     AudioProcessingStarted,
     EventEnvelope,
-    EventMetadata,
     EventPayload,
     Segment,
     TranscriptionCompleted,
     UserErased,
-    encode_payload,
 )
 from nova_events.envelope import SEALED_KEY
 from nova_platform.personal import PersonalData
 from nova_platform.user_keys import InMemoryUserKeys, LocalKeyWrapper
 
+from ..stored_events import envelope
+
 SECRETS = ("Private title", "private.wav", "private words", "Acme")
 ERASED_AT = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
-
-
-def envelope(
-    aggregate_type: str, aggregate_id: UUID, version: int, event: EventPayload
-) -> EventEnvelope:
-    return EventEnvelope(
-        aggregate_type=aggregate_type,
-        aggregate_id=aggregate_id,
-        event_type=event.event_type(),
-        schema_version=event.schema_version,
-        version=version,
-        metadata=EventMetadata(correlation_id="c"),
-        data=encode_payload(event),
-    )
 
 
 def legacy_stream(audio_id: UUID, owner: UUID) -> list[EventEnvelope]:

@@ -18,12 +18,9 @@ from nova_events import (
     USER,
     AudioCreated,
     EventEnvelope,
-    EventMetadata,
-    EventPayload,
     Segment,
     TranscriptionCompleted,
     UserErased,
-    encode_payload,
 )
 from nova_integration.application.dispatcher import Dispatcher
 from nova_integration.application.fanout import Fanout
@@ -38,6 +35,7 @@ from nova_platform.webhooks import (
     Subscription,
 )
 
+from ..stored_events import envelope
 from ..waiting import eventually
 
 ERASED_AT = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
@@ -58,20 +56,6 @@ class Waits:
 
     async def __call__(self, erased_at: datetime) -> None:
         self.erasures.append(erased_at)
-
-
-def envelope(
-    aggregate_type: str, aggregate_id: UUID, version: int, event: EventPayload
-) -> EventEnvelope:
-    return EventEnvelope(
-        aggregate_type=aggregate_type,
-        aggregate_id=aggregate_id,
-        event_type=event.event_type(),
-        schema_version=event.schema_version,
-        version=version,
-        metadata=EventMetadata(correlation_id="c"),
-        data=encode_payload(event),
-    )
 
 
 def transcript(audio_id: UUID) -> EventEnvelope:
