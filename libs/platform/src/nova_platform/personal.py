@@ -147,13 +147,10 @@ class PersonalData:
 
         Raises `UserErasedError` when `owner` was erased.
         """
-        if SEALED_KEY in envelope.data:
+        parts = _parts_to_seal(envelope)
+        if parts is None:
             return envelope
-        public, personal = split_personal(
-            envelope.event_type, envelope.schema_version, envelope.data
-        )
-        if not personal:
-            return envelope
+        public, personal = parts
         entry = await self._entry(owner, create=True)
         if entry.cipher is None:
             raise UserErasedError(owner, entry.erased_at)
@@ -169,19 +166,15 @@ class PersonalData:
         Raises `ValueError` when `owner` was not erased (read afresh): their
         events are to be sealed with their key (`seal`).
         """
-        if SEALED_KEY in envelope.data:
-            return envelope
-        public, personal = split_personal(
-            envelope.event_type, envelope.schema_version, envelope.data
-        )
-        if not personal:
+        parts = _parts_to_seal(envelope)
+        if parts is None:
             return envelope
         if await self.erased_at(owner) is None:
             raise ValueError(
                 f"user {owner} was not erased; seal their events with their key"
             )
         discarded = AESGCM(AESGCM.generate_key(bit_length=256))
-        return _sealed(envelope, public, {}, owner, discarded)
+        return _sealed(envelope, parts[0], {}, owner, discarded)
 
     async def seal_all(
         self, envelopes: Sequence[EventEnvelope], owner: UUID
@@ -413,6 +406,19 @@ async def open_personal_data(
         wrapper,
         cache_ttl_s=settings.key_cache_ttl_s,
     )
+
+
+def _parts_to_seal(
+    envelope: EventEnvelope,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The public and the personal fields of `envelope`; None when there is
+    nothing to seal (sealed already, or no personal field)."""
+    if SEALED_KEY in envelope.data:
+        return None
+    public, personal = split_personal(
+        envelope.event_type, envelope.schema_version, envelope.data
+    )
+    return (public, personal) if personal else None
 
 
 def _sealed(
